@@ -1,0 +1,31 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="vrrl_jax",
+    version="0.1.0",
+    description="VRRL (visually grounded self-reflection for VLMs via RL) in JAX/Flax",
+    python_requires=">=3.11",
+    packages=find_packages(include=["vrrl_jax", "vrrl_jax.*"]),
+    package_data={"vrrl_jax": ["assets/**/*"]},
+    include_package_data=True,
+    install_requires=[
+        "numpy>=2.0",
+        "jax>=0.10.2",
+        "flax>=0.12.8",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.11",
+        "transformers>=5.23.0",
+        "safetensors>=0.4",
+        "tensorflow-datasets>=4.9.10",
+        "array_record>=0.7",
+        "pillow>=10.0",
+        "ml-collections>=1.0",
+        "tqdm>=4.66",
+        "tensorboardX>=2.6",
+    ],
+    extras_require={
+        # torch is only the reference implementation our models are tested against. 2.13.0 is the
+        # CPU build known to work here; a newer unpinned torch pulls several GB of CUDA wheels.
+        "test": ["pytest>=8", "hypothesis>=6.100", "torch==2.13.0"],
+    },
+)

@@ -17,6 +17,7 @@ setup(
         "transformers>=5.23.0",
         "safetensors>=0.4",
         "tensorflow-datasets>=4.9.10",
+        "importlib_resources>=6.0",  # tfds imports it when preparing a dataset; not pulled in by tfds itself
         "array_record>=0.7",
         "pillow>=10.0",
         "ml-collections>=1.0",

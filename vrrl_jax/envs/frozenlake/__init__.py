@@ -13,3 +13,28 @@ from vrrl_jax.envs.frozenlake.maps import (  # noqa: F401
     walk,
 )
 from vrrl_jax.envs.frozenlake.parse import FINAL, ROUTE, ParsedTurn, parse_actions, parse_turn  # noqa: F401
+from vrrl_jax.envs.frozenlake.generate import (  # noqa: F401
+    eval_layout_hashes,
+    generate_map,
+    generate_maps,
+    load_layout_hashes,
+    spec_record,
+)
+from vrrl_jax.envs.frozenlake.protocol import (  # noqa: F401
+    FEEDBACK_TEXT,
+    FIRST_USER_TEXT,
+    TASK_PROMPT,
+    Episode,
+    Step,
+)
+from vrrl_jax.envs.frozenlake.render import (  # noqa: F401
+    STYLES,
+    RenderStyle,
+    canvas_margins,
+    cell_box,
+    cell_center,
+    get_style,
+    render_feedback,
+    render_map,
+    route_vertices,
+)

@@ -1,0 +1,292 @@
+"""Qwen2.5-VL (vision tower + Qwen2 decoder with M-RoPE) in Flax Linen, numerically equal to transformers'
+`Qwen2_5_VLForConditionalGeneration` in float32.
+
+Two entry points:
+  * `model.apply({"params": p}, input_ids=..., attention_mask=..., pixel_values=..., image_grid_thw=...,
+    mm_token_type_ids=...)`: the processor's numpy arrays; host-side preparation happens inside (not jittable).
+  * `model.apply({"params": p}, inputs, cache, method=Qwen25VL.forward)`: jittable, on the static-shape
+    `ModelInputs` made by `prepare_inputs`; with a KVCache it does prefill / append / decode.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vrrl_jax.models import attention as attention_lib
+from vrrl_jax.models import kv_cache as kv_cache_lib
+from vrrl_jax.models import rope
+from vrrl_jax.models.config import Qwen25VLConfig
+from vrrl_jax.models.layers import KERNEL_INIT, GatedMlp, RMSNorm, dense
+from vrrl_jax.models.vision import VisionInputs, VisionTower, prepare_vision_inputs
+
+KVCache = kv_cache_lib.KVCache
+
+
+@flax.struct.dataclass
+class ModelInputs:
+  """Static-shape inputs of `Qwen25VL.forward`."""
+
+  input_ids: jax.Array  # [B, S] int32
+  segment_ids: jax.Array  # [B, S] int32: 1 real token, 0 padding (the attention mask)
+  positions: jax.Array  # [3, B, S] int32 M-RoPE positions (T, H, W)
+  vision: VisionInputs | None = None  # images of the whole batch, packed
+
+
+@flax.struct.dataclass
+class ModelOutput:
+  logits: jax.Array  # [B, S, vocab] float32
+  cache: KVCache | None = None
+
+
+@flax.struct.dataclass
+class DecoderInputs:
+  """What every decoder layer needs besides its hidden states (broadcast over scanned layers)."""
+
+  cos: jax.Array  # [B, S, hd]
+  sin: jax.Array
+  query_segment_ids: jax.Array  # [B, S]
+  kv_segment_ids: jax.Array  # [B, Skv] (Skv = S without a cache, max_len with one)
+  query_positions: jax.Array  # [B, S] sequence / cache-slot index (causal mask)
+  kv_positions: jax.Array  # [B, Skv]
+  write_slots: jax.Array | None  # [B, S] cache slots of this chunk, None without a cache
+
+
+def prepare_inputs(config: Qwen25VLConfig, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None,
+                   mm_token_type_ids=None, patch_multiple: int = 256) -> tuple[ModelInputs, np.ndarray]:
+  """Host-side preparation of processor outputs: M-RoPE positions, packed vision inputs. Returns the inputs and
+  rope_deltas [B] (the next token of row b goes to position max(positions[:, b]) + 1 = n_valid + delta).
+
+  mm_token_type_ids, when absent, is derived as input_ids == image_token_id (what the processor produces).
+  """
+  input_ids = np.asarray(input_ids)
+  if input_ids.ndim != 2:
+    raise ValueError(f"input_ids must be [batch, seq], got shape {input_ids.shape}")
+  if attention_mask is None:
+    attention_mask = np.ones_like(input_ids)
+  attention_mask = np.asarray(attention_mask)
+  if attention_mask.shape != input_ids.shape:
+    raise ValueError(f"attention_mask shape {attention_mask.shape} != input_ids shape {input_ids.shape}")
+  is_image = input_ids == config.image_token_id
+  if mm_token_type_ids is None:
+    mm_token_type_ids = is_image.astype(np.int32)
+  mm_token_type_ids = np.asarray(mm_token_type_ids)
+  if mm_token_type_ids.shape != input_ids.shape:
+    raise ValueError(f"mm_token_type_ids shape {mm_token_type_ids.shape} != input_ids shape {input_ids.shape}")
+  if not np.array_equal(mm_token_type_ids == 1, is_image):
+    raise ValueError("mm_token_type_ids == 1 must mark exactly the image_token_id positions")
+  if (pixel_values is None) != (image_grid_thw is None):
+    raise ValueError("pixel_values and image_grid_thw must be given together")
+
+  vision = None
+  if image_grid_thw is not None:
+    image_grid_thw = np.asarray(image_grid_thw).reshape(-1, 3)
+    num_features = int(np.prod(image_grid_thw, axis=1).sum()) // config.vision.merge_unit
+    if int(is_image.sum()) != num_features:
+      raise ValueError(f"image features and image tokens do not match: {int(is_image.sum())} image tokens, "
+                       f"{num_features} features from image_grid_thw")
+    vision = prepare_vision_inputs(pixel_values, image_grid_thw, config.vision, patch_multiple)
+  elif is_image.any():
+    raise ValueError(f"input_ids hold {int(is_image.sum())} image tokens but no pixel_values were given")
+
+  positions, rope_deltas = rope.get_rope_index(input_ids, mm_token_type_ids, image_grid_thw, attention_mask,
+                                               config.vision.spatial_merge_size)
+  inputs = ModelInputs(input_ids=input_ids.astype(np.int32), segment_ids=attention_mask.astype(np.int32),
+                       positions=positions, vision=vision)
+  return inputs, rope_deltas
+
+
+def scatter_image_features(embeds: jax.Array, features: jax.Array, is_image: jax.Array) -> jax.Array:
+  """Puts features[k] at the k-th image token in row-major (B, S) order (transformers' masked_scatter)."""
+  batch, length, dim = embeds.shape
+  flat_mask = is_image.reshape(-1)
+  index = jnp.clip(jnp.cumsum(flat_mask) - 1, 0, features.shape[0] - 1)
+  gathered = features[index].reshape(batch, length, dim).astype(embeds.dtype)
+  return jnp.where(is_image[..., None], gathered, embeds)
+
+
+class Attention(nn.Module):
+  """GQA self-attention with q/k/v bias and M-RoPE; writes k, v to the cache (after RoPE) when there is one."""
+
+  config: Qwen25VLConfig
+
+  @nn.compact
+  def __call__(self, x, inputs: DecoderInputs, layer_kv, layer_index):
+    cfg, text = self.config, self.config.text
+    kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, precision=cfg.matmul_precision)
+    heads, kv_heads, head_dim = text.num_attention_heads, text.num_key_value_heads, text.head_dim
+    query = dense((heads, head_dim), ("embed", "q_heads", "head_dim"), use_bias=True, name="q_proj", **kw)(x)
+    key = dense((kv_heads, head_dim), ("embed", "kv_heads", "head_dim"), use_bias=True, name="k_proj", **kw)(x)
+    value = dense((kv_heads, head_dim), ("embed", "kv_heads", "head_dim"), use_bias=True, name="v_proj", **kw)(x)
+    query = rope.apply_rotary(query, inputs.cos, inputs.sin)
+    key = rope.apply_rotary(key, inputs.cos, inputs.sin)
+    if layer_kv is not None:
+      cache_key, cache_value = layer_kv
+      cache_key = kv_cache_lib.write_layer(cache_key, layer_index, inputs.write_slots, key)
+      cache_value = kv_cache_lib.write_layer(cache_value, layer_index, inputs.write_slots, value)
+      key, value = cache_key[layer_index], cache_value[layer_index]
+      layer_kv = (cache_key, cache_value)
+    out = attention_lib.dot_product_attention(
+        query, key, value, query_segment_ids=inputs.query_segment_ids, kv_segment_ids=inputs.kv_segment_ids,
+        query_positions=inputs.query_positions, kv_positions=inputs.kv_positions, impl=cfg.attention_impl,
+        precision=cfg.matmul_precision)
+    out = dense(text.hidden_size, ("q_heads", "head_dim", "embed"), num_input_axes=2, use_bias=False, name="o_proj",
+                **kw)(out)
+    return out, layer_kv
+
+
+class DecoderLayer(nn.Module):
+  """Pre-norm Qwen2 layer. Signature fits nn.scan: (carry, layer_index, inputs) -> (carry, None)."""
+
+  config: Qwen25VLConfig
+
+  @nn.compact
+  def __call__(self, carry, layer_index, inputs: DecoderInputs):
+    cfg, text = self.config, self.config.text
+    x, layer_kv = carry
+    norm = lambda name: RMSNorm(text.rms_norm_eps, cfg.compute_dtype, cfg.weight_dtype, name=name)
+    attn_out, layer_kv = Attention(cfg, name="self_attn")(norm("input_layernorm")(x), inputs, layer_kv, layer_index)
+    x = x + attn_out
+    mlp = GatedMlp(text.hidden_size, text.intermediate_size, use_bias=False, embed_axis="embed", mlp_axis="mlp",
+                   dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, precision=cfg.matmul_precision, name="mlp")
+    x = x + mlp(norm("post_attention_layernorm")(x))
+    x = nn.with_logical_constraint(x, ("activation_batch", "activation_length", "activation_embed"))
+    return (x, layer_kv), None
+
+
+class TextModel(nn.Module):
+  """Embedding, decoder layers, final norm and LM head (tied to the embedding or not)."""
+
+  config: Qwen25VLConfig
+
+  def setup(self):
+    cfg, text = self.config, self.config.text
+    self.embed_tokens = self.param(
+        "embed_tokens", nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")),
+        (text.vocab_size, text.hidden_size), cfg.weight_dtype)
+    layer_cls = DecoderLayer
+    if cfg.remat_policy is not None:
+      layer_cls = nn.remat(layer_cls, policy=cfg.remat_policy_fn, prevent_cse=not cfg.scan_layers)
+    if cfg.scan_layers:
+      self.layers = nn.scan(layer_cls, variable_axes={"params": 0}, split_rngs={"params": True},
+                            in_axes=(0, nn.broadcast), length=text.num_hidden_layers,
+                            metadata_params={nn.PARTITION_NAME: "layers"})(cfg)
+    else:
+      self.layers = [layer_cls(cfg) for _ in range(text.num_hidden_layers)]
+    self.norm = RMSNorm(text.rms_norm_eps, cfg.compute_dtype, cfg.weight_dtype)
+    if not cfg.tie_word_embeddings:
+      self.lm_head = self.param("lm_head", nn.with_logical_partitioning(KERNEL_INIT, ("embed", "vocab")),
+                                (text.hidden_size, text.vocab_size), cfg.weight_dtype)
+
+  def embed(self, input_ids: jax.Array) -> jax.Array:
+    return self.embed_tokens[input_ids].astype(self.config.compute_dtype)
+
+  def __call__(self, embeds, positions, segment_ids, cache: KVCache | None):
+    """Hidden states [B, S, D] -> (logits [B, S, V] float32, updated cache)."""
+    cfg, text = self.config, self.config.text
+    batch, length = segment_ids.shape
+    cos, sin = rope.mrope_cos_sin(positions, text.head_dim, text.rope_theta, text.mrope_section,
+                                  cfg.compute_dtype)
+    if cache is None:
+      sequence = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+      inputs = DecoderInputs(cos, sin, segment_ids, segment_ids, sequence, sequence, None)
+      layer_kv = None
+    else:
+      slots = kv_cache_lib.chunk_slots(cache.lengths, length)
+      kv_segment_ids = kv_cache_lib.write_rows(cache.segment_ids, slots, segment_ids)
+      cache_positions = jnp.broadcast_to(jnp.arange(cache.max_len, dtype=jnp.int32), (batch, cache.max_len))
+      inputs = DecoderInputs(cos, sin, segment_ids, kv_segment_ids, slots, cache_positions, slots)
+      layer_kv = (cache.key, cache.value)
+
+    x = nn.with_logical_constraint(embeds, ("activation_batch", "activation_length", "activation_embed"))
+    if cfg.scan_layers:
+      (x, layer_kv), _ = self.layers((x, layer_kv), jnp.arange(text.num_hidden_layers), inputs)
+    else:
+      for i, layer in enumerate(self.layers):
+        (x, layer_kv), _ = layer((x, layer_kv), jnp.asarray(i), inputs)
+    x = self.norm(x)
+
+    # float32 accumulation and output: log-probs for RL are taken from these logits.
+    if cfg.tie_word_embeddings:
+      logits = jnp.einsum("bsd,vd->bsv", x, self.embed_tokens.astype(x.dtype), precision=cfg.matmul_precision,
+                          preferred_element_type=jnp.float32)
+    else:
+      logits = jnp.einsum("bsd,dv->bsv", x, self.lm_head.astype(x.dtype), precision=cfg.matmul_precision,
+                          preferred_element_type=jnp.float32)
+
+    new_cache = None
+    if cache is not None:
+      new_cache = KVCache(key=layer_kv[0], value=layer_kv[1], segment_ids=inputs.kv_segment_ids,
+                          lengths=kv_cache_lib.advanced_lengths(cache.lengths, segment_ids))
+    return logits, new_cache
+
+
+class Qwen25VL(nn.Module):
+  config: Qwen25VLConfig
+
+  def setup(self):
+    self.visual = VisionTower(self.config)
+    self.language_model = TextModel(self.config)
+
+  def __call__(self, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None,
+               mm_token_type_ids=None) -> ModelOutput:
+    """Logits for the HF processor's numpy arrays (host-side preparation inside: call un-jitted)."""
+    arrays = (input_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids)
+    if any(isinstance(a, jax.core.Tracer) for a in arrays):
+      raise ValueError("Qwen25VL.__call__ prepares inputs on the host and cannot be traced; under jit use "
+                       "prepare_inputs(...) and method=Qwen25VL.forward")
+    inputs, _ = prepare_inputs(self.config, input_ids, attention_mask, pixel_values, image_grid_thw,
+                               mm_token_type_ids)
+    return self.forward(inputs)
+
+  def forward(self, inputs: ModelInputs, cache: KVCache | None = None) -> ModelOutput:
+    """Jittable forward on prepared inputs. With a cache, the chunk is appended at each row's own length."""
+    embeds = self.language_model.embed(inputs.input_ids)
+    if inputs.vision is not None:
+      features = self.visual(inputs.vision)
+      embeds = scatter_image_features(embeds, features, inputs.input_ids == self.config.image_token_id)
+    logits, cache = self.language_model(embeds, inputs.positions, inputs.segment_ids, cache)
+    return ModelOutput(logits=logits, cache=cache)
+
+  def encode_images(self, vision: VisionInputs) -> jax.Array:
+    """Merged image features [M, D] in raster order (transformers' visual(...).pooler_output, padded)."""
+    return self.visual(vision)
+
+
+def init_cache(config: Qwen25VLConfig, batch: int, max_len: int) -> KVCache:
+  text = config.text
+  return kv_cache_lib.init_cache(text.num_hidden_layers, batch, max_len, text.num_key_value_heads, text.head_dim,
+                                 config.compute_dtype)
+
+
+def _dummy_inputs(config: Qwen25VLConfig) -> ModelInputs:
+  """Smallest input that touches every parameter: one image of one merged token and one text token."""
+  merge = config.vision.spatial_merge_size
+  ids = np.array([[config.image_token_id, 0]])
+  grid = np.array([[1, merge, merge]])
+  pixels = np.zeros((merge * merge, config.vision.patch_dim), np.float32)
+  inputs, _ = prepare_inputs(config, ids, pixel_values=pixels, image_grid_thw=grid,
+                             patch_multiple=config.vision.merge_unit)
+  return inputs
+
+
+def _init_boxed(config: Qwen25VLConfig, rng: jax.Array):
+  model = Qwen25VL(config)
+  return model.init(rng, _dummy_inputs(config), method=Qwen25VL.forward)["params"]
+
+
+def init_params(config: Qwen25VLConfig, rng: jax.Array):
+  """Random params (unboxed) and their logical PartitionSpecs (same tree)."""
+  boxed = jax.jit(functools.partial(_init_boxed, config))(rng)
+  return nn.unbox(boxed), nn.get_partition_spec(boxed)
+
+
+def abstract_params(config: Qwen25VLConfig):
+  """Param ShapeDtypeStructs and logical PartitionSpecs, without allocating (for sharded init / loading)."""
+  boxed = jax.eval_shape(functools.partial(_init_boxed, config), jax.random.key(0))
+  return nn.unbox(boxed), nn.get_partition_spec(boxed)

@@ -88,6 +88,24 @@ def test_logits_match_transformers(hf_untied, name):
   assert err <= TOLERANCE
 
 
+@pytest.mark.parametrize("tied", [False, True])
+def test_hidden_states_then_lm_logits_match_transformers(hf_untied, hf_tied, tied):
+  """The chunkable path (hidden states, then the LM head on a slice of positions) gives HF's logits."""
+  hf_model = hf_tied if tied else hf_untied
+  ids, mask, grids, pixels = scenario("left_padded_batch", np.random.default_rng(2))
+  config, params = convert(hf_model)
+  inputs, _ = prepare_inputs(config, ids, mask, pixels, np.array(grids))
+  model = Qwen25VL(config)
+  hidden = model.apply({"params": params}, inputs, return_logits=False, method=Qwen25VL.forward).logits
+  assert hidden.shape == (*ids.shape, config.text.hidden_size)
+  ref = hf_logits(hf_model, ids, mask, grids, pixels)
+  tail = slice(ids.shape[1] - 5, ids.shape[1])  # only the last 5 positions get logits
+  logits = np.asarray(model.apply({"params": params}, hidden[:, tail], method=Qwen25VL.lm_logits))
+  err = qt.rel_error(logits, ref[:, tail], mask[:, tail])
+  print(f"[parity] hidden -> lm_logits tied={tied}: rel {err:.2e}")
+  assert err <= TOLERANCE
+
+
 def test_tied_embeddings_logits_match_transformers(hf_tied):
   ids, mask, grids, pixels = scenario("two_images_window_padding", np.random.default_rng(1))
   config, params = convert(hf_tied)

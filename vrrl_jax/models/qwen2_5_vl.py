@@ -186,8 +186,9 @@ class TextModel(nn.Module):
   def embed(self, input_ids: jax.Array) -> jax.Array:
     return self.embed_tokens[input_ids].astype(self.config.compute_dtype)
 
-  def __call__(self, embeds, positions, segment_ids, cache: KVCache | None):
-    """Hidden states [B, S, D] -> (logits [B, S, V] float32, updated cache)."""
+  def __call__(self, embeds, positions, segment_ids, cache: KVCache | None, return_logits: bool = True):
+    """Embeddings [B, S, D] -> (logits [B, S, V] float32, or final hidden states when not return_logits;
+    updated cache)."""
     cfg, text = self.config, self.config.text
     batch, length = segment_ids.shape
     cos, sin = rope.mrope_cos_sin(positions, text.head_dim, text.rope_theta, text.mrope_section,
@@ -210,20 +211,26 @@ class TextModel(nn.Module):
       for i, layer in enumerate(self.layers):
         (x, layer_kv), _ = layer((x, layer_kv), jnp.asarray(i), inputs)
     x = self.norm(x)
-
-    # float32 accumulation and output: log-probs for RL are taken from these logits.
-    if cfg.tie_word_embeddings:
-      logits = jnp.einsum("bsd,vd->bsv", x, self.embed_tokens.astype(x.dtype), precision=cfg.matmul_precision,
-                          preferred_element_type=jnp.float32)
-    else:
-      logits = jnp.einsum("bsd,dv->bsv", x, self.lm_head.astype(x.dtype), precision=cfg.matmul_precision,
-                          preferred_element_type=jnp.float32)
-
     new_cache = None
     if cache is not None:
       new_cache = KVCache(key=layer_kv[0], value=layer_kv[1], segment_ids=inputs.kv_segment_ids,
                           lengths=kv_cache_lib.advanced_lengths(cache.lengths, segment_ids))
-    return logits, new_cache
+    if not return_logits:
+      return x, new_cache
+    return self.logits(x), new_cache
+
+  def logits(self, hidden: jax.Array) -> jax.Array:
+    """LM head on final (normed) hidden states [..., D] -> float32 logits [..., V].
+
+    Separate so callers can apply it to a few positions (decode) or in chunks (log-probs for RL) instead of
+    materialising [batch, seq, vocab] at once.
+    """
+    cfg = self.config
+    if cfg.tie_word_embeddings:
+      return jnp.einsum("...d,vd->...v", hidden, self.embed_tokens.astype(hidden.dtype),
+                        precision=cfg.matmul_precision, preferred_element_type=jnp.float32)
+    return jnp.einsum("...d,dv->...v", hidden, self.lm_head.astype(hidden.dtype), precision=cfg.matmul_precision,
+                      preferred_element_type=jnp.float32)
 
 
 class Qwen25VL(nn.Module):
@@ -244,14 +251,22 @@ class Qwen25VL(nn.Module):
                                mm_token_type_ids)
     return self.forward(inputs)
 
-  def forward(self, inputs: ModelInputs, cache: KVCache | None = None) -> ModelOutput:
-    """Jittable forward on prepared inputs. With a cache, the chunk is appended at each row's own length."""
+  def forward(self, inputs: ModelInputs, cache: KVCache | None = None, return_logits: bool = True) -> ModelOutput:
+    """Jittable forward on prepared inputs. With a cache, the chunk is appended at each row's own length.
+
+    With return_logits=False, `.logits` holds the final normed hidden states [B, S, D] instead; apply
+    `method=Qwen25VL.lm_logits` to the positions that need logits.
+    """
     embeds = self.language_model.embed(inputs.input_ids)
     if inputs.vision is not None:
       features = self.visual(inputs.vision)
       embeds = scatter_image_features(embeds, features, inputs.input_ids == self.config.image_token_id)
-    logits, cache = self.language_model(embeds, inputs.positions, inputs.segment_ids, cache)
-    return ModelOutput(logits=logits, cache=cache)
+    out, cache = self.language_model(embeds, inputs.positions, inputs.segment_ids, cache, return_logits)
+    return ModelOutput(logits=out, cache=cache)
+
+  def lm_logits(self, hidden: jax.Array) -> jax.Array:
+    """float32 logits for final hidden states of any leading shape."""
+    return self.language_model.logits(hidden)
 
   def encode_images(self, vision: VisionInputs) -> jax.Array:
     """Merged image features [M, D] in raster order (transformers' visual(...).pooler_output, padded)."""

@@ -1,0 +1,62 @@
+"""Tiny Qwen2.5-VL-shaped model on FrozenLake, on a CPU: SFT warm start, VRRL RL, eval. Minutes on 2 cores.
+
+  python -m vrrl_jax.train --config configs/frozenlake_tiny_cpu.py --workdir runs/demo
+"""
+
+import ml_collections
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # Model: a Hugging Face config.json dict (token ids are filled in from the tokenizer when left None) or
+  # init_checkpoint (an HF directory or one written by `python -m vrrl_jax.convert hf-to-orbax`).
+  c.init_checkpoint = None
+  c.tokenizer_dir = None  # None: the packaged FrozenLake tokenizer (vrrl_jax/assets/tokenizer_frozenlake)
+  c.model = dict(
+      model_type="qwen2_5_vl",
+      text_config=dict(vocab_size=None, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
+                       num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
+                       max_position_embeddings=4096, hidden_act="silu",
+                       rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=[4, 6, 6])),
+      vision_config=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, hidden_act="silu",
+                         in_channels=3, patch_size=14, temporal_patch_size=2, spatial_merge_size=2,
+                         window_size=56, fullatt_block_indexes=[1], out_hidden_size=128, tokens_per_second=2),
+      tie_word_embeddings=True)
+  c.model_options = dict(dtype="float32", param_dtype="float32", scan_layers=False, remat_policy=None)
+  # Images: the renders are shrunk by the processor to at most 7x7 merged tokens (196x196 px).
+  c.image = dict(min_pixels=56 * 56, max_pixels=196 * 196)
+
+  c.mesh = dict(data=-1, fsdp=1, tensor=1)
+
+  c.data = dict(train_source="shared", max_per_split=None, generated_eval_levels=[7],
+                generated_eval_per_level=250)
+
+  c.optimizer = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, grad_clip_norm=1.0, warmup_steps=0)
+
+  # Multi-turn SFT warm start on synthetic reflection transcripts.
+  c.sft = dict(steps=300, batch_size=16, micro_batches=1, learning_rate=3e-3, transcripts=dict(
+      p_correct_first=0.4, p_another_wrong=0.2, max_wrong_routes=2))
+
+  # VRRL RL (VRRL_SPEC sections 3-4) at toy scale.
+  c.rl = dict(
+      steps=20, prompts_per_step=8, samples_per_prompt=4, micro_batches=1, learning_rate=1e-4,
+      max_turns=4, max_new_tokens=48, temperature=1.0, top_p=1.0,
+      mode_weights=dict(normal=0.0, random_start=0.6, prefix_buffer=0.4),
+      random_start_turn_min=0, mask_all_until_final=False, mask_buffer_prefix=True,
+      buffer=dict(capacity=500, max_per_question=3, max_staleness=50, min_size=8, wrong_ratio=0.9,
+                  max_route_turns=2, resample="run"),
+      filter=dict(low=0.01, high=0.99, max_tries=3),
+      loss=dict(clip_low=0.2, clip_high=0.3, dual_clip_c=3.0, kl_coef=0.01, kl_clamp=10.0, log_ratio_clamp=20.0,
+                loss_agg_mode="token-mean"),
+      reward=dict(lambda_deg=0.5, reflect_weight=0.9, reflect_lower_clip=0.0, em_reflect_bonus_weight=0.1,
+                  em_reflect_step_discount=1.0, step_cost=0.01, correct_value=1.0, min_turns=1,
+                  pr_overshoot_zero=True))
+
+  c.eval = dict(levels=[3, 4, 5, 6, 7], maps_per_level=16, max_turns=10, max_new_tokens=48, batch_size=32,
+                before_rl=True, gallery_episodes=24)
+
+  c.checkpoint = dict(every=5, keep=2)
+  c.log = dict(console_keys=["reward/overall", "reward/em", "reward/format", "loss/pg", "loss/kl", "time/step"])
+  return c

@@ -1,0 +1,62 @@
+"""The small FrozenLake tokenizer the tiny CPU configs use, stored in the package.
+
+Trained offline (byte-level BPE with Qwen's pre-tokenizer and special tokens, ``tokenizer.build_tokenizer``) on
+the task's own text: the chat template's fixed strings, the task prompt, the feedback text and synthetic
+reflection transcripts. The fixed prompts then cost a few dozen tokens instead of several hundred bytes, which
+is what makes a CPU run fit in minutes. Real runs use the Qwen tokenizer from the checkpoint directory.
+
+Rebuild (deterministic): ``python -m vrrl_jax.data.task_tokenizer --out vrrl_jax/assets/tokenizer_frozenlake``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+import numpy as np
+
+ASSET_DIR = pathlib.Path(__file__).resolve().parents[1] / "assets" / "tokenizer_frozenlake"
+VOCAB_SIZE = 1024
+
+
+def task_corpus(n_maps: int = 400, seed: int = 0) -> list[str]:
+    """Documents covering every string a FrozenLake conversation contains."""
+    from vrrl_jax.envs.frozenlake import generate, protocol
+    from vrrl_jax.sft import transcripts
+
+    docs = [
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n",
+        "<|im_start|>user\n", "<|im_start|>assistant\n", "<|im_end|>\n",
+    ]
+    # The fixed texts appear in every conversation; weight them like a corpus of conversations would.
+    docs += [protocol.TASK_PROMPT, protocol.FEEDBACK_TEXT, protocol.FIRST_USER_TEXT] * 50
+    rng = np.random.default_rng(seed)
+    for level in (3, 4, 5, 6, 7):
+        for spec in generate.generate_maps(level, n_maps // 5, seed + level):
+            docs.extend(transcripts.make_transcript(spec, rng).turns)
+    return docs
+
+
+def load_task_tokenizer(path: str | pathlib.Path = ASSET_DIR):
+    from transformers import AutoTokenizer
+
+    path = pathlib.Path(path)
+    if not (path / "tokenizer_config.json").is_file():
+        raise FileNotFoundError(f"no tokenizer at {path}; rebuild it with python -m vrrl_jax.data.task_tokenizer")
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def main(argv: list[str] | None = None) -> None:
+    from vrrl_jax.data import tokenizer as tokenizer_lib
+
+    parser = argparse.ArgumentParser(description="build the packaged FrozenLake tokenizer")
+    parser.add_argument("--out", type=pathlib.Path, default=ASSET_DIR)
+    parser.add_argument("--vocab-size", type=int, default=VOCAB_SIZE)
+    args = parser.parse_args(argv)
+    tok = tokenizer_lib.build_tokenizer(task_corpus(), vocab_size=args.vocab_size)
+    tok.save_pretrained(str(args.out))
+    print(f"saved a {len(tok)}-token tokenizer to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

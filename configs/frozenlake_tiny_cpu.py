@@ -25,12 +25,12 @@ def get_config():
                          window_size=56, fullatt_block_indexes=[1], out_hidden_size=128, tokens_per_second=2),
       tie_word_embeddings=True)
   c.model_options = dict(dtype="float32", param_dtype="float32", scan_layers=False, remat_policy=None)
-  # Images: the renders are shrunk by the processor to at most 7x7 merged tokens (196x196 px).
-  c.image = dict(min_pixels=56 * 56, max_pixels=196 * 196)
+  # Images: the renders are shrunk by the processor to at most 5x5 merged tokens (140x140 px).
+  c.image = dict(min_pixels=56 * 56, max_pixels=140 * 140)
 
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
 
-  c.data = dict(train_source="shared", max_per_split=None, generated_eval_levels=[7],
+  c.data = dict(train_source="shared", max_per_split=None, generated_eval_levels=(7,),
                 generated_eval_per_level=250)
 
   c.optimizer = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, grad_clip_norm=1.0, warmup_steps=0)
@@ -45,7 +45,7 @@ def get_config():
       max_turns=4, max_new_tokens=48, temperature=1.0, top_p=1.0,
       mode_weights=dict(normal=0.0, random_start=0.6, prefix_buffer=0.4),
       random_start_turn_min=0, mask_all_until_final=False, mask_buffer_prefix=True,
-      buffer=dict(capacity=500, max_per_question=3, max_staleness=50, min_size=8, wrong_ratio=0.9,
+      buffer=dict(capacity=500, max_per_question=3, max_staleness_steps=50, min_size=8, wrong_ratio=0.9,
                   max_route_turns=2, resample="run"),
       filter=dict(low=0.01, high=0.99, max_tries=3),
       loss=dict(clip_low=0.2, clip_high=0.3, dual_clip_c=3.0, kl_coef=0.01, kl_clamp=10.0, log_ratio_clamp=20.0,
@@ -54,9 +54,9 @@ def get_config():
                   em_reflect_step_discount=1.0, step_cost=0.01, correct_value=1.0, min_turns=1,
                   pr_overshoot_zero=True))
 
-  c.eval = dict(levels=[3, 4, 5, 6, 7], maps_per_level=16, max_turns=10, max_new_tokens=48, batch_size=32,
+  c.eval = dict(levels=(3, 4, 5, 6, 7), maps_per_level=16, max_turns=10, max_new_tokens=48, batch_size=32,
                 before_rl=True, gallery_episodes=24)
 
   c.checkpoint = dict(every=5, keep=2)
-  c.log = dict(console_keys=["reward/overall", "reward/em", "reward/format", "loss/pg", "loss/kl", "time/step"])
+  c.log = dict(console_keys=("reward/overall", "reward/em", "reward/format", "loss/pg", "loss/kl", "time/step"))
   return c

@@ -77,7 +77,8 @@ class TrainCheckpointer:
         """(step, state, buffer_state, host) of the newest readable checkpoint, None if there is none.
 
         ``abstract_state`` is a pytree of ``jax.ShapeDtypeStruct`` with shardings (``jax.eval_shape`` of the
-        state creation, with ``.sharding`` set) so arrays come back already placed on the mesh.
+        state creation, with ``.sharding`` set) so arrays come back already placed on the mesh; or a callable
+        ``host -> abstract_state`` when the state's structure depends on the saved host record (e.g. the phase).
         """
         steps = self.steps()
         if not steps:
@@ -85,15 +86,20 @@ class TrainCheckpointer:
         errors = []
         for step in reversed(steps):
             try:
+                if callable(abstract_state):
+                    host = self._manager.restore(step, args=ocp.args.Composite(host=ocp.args.JsonRestore())).host
+                    target = abstract_state(dict(host))
+                else:
+                    target = abstract_state
                 restored = self._manager.restore(
                     step,
                     args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract_state),
+                        state=ocp.args.StandardRestore(target),
                         buffer=ocp.args.StandardRestore(),
                         host=ocp.args.JsonRestore(),
                     ),
                 )
-                _check_restored_state(restored.state, abstract_state, step)
+                _check_restored_state(restored.state, target, step)
             except Exception as e:  # orbax raises many types for unreadable files; report and fall back
                 msg = f"checkpoint step {step} in {self.directory} is unreadable ({type(e).__name__}: {e})"
                 log.error("%s; falling back to an earlier checkpoint", msg)

@@ -2,8 +2,10 @@
 
 Trained offline (byte-level BPE with Qwen's pre-tokenizer and special tokens, ``tokenizer.build_tokenizer``) on
 the task's own text: the chat template's fixed strings, the task prompt, the feedback text and synthetic
-reflection transcripts. The fixed prompts then cost a few dozen tokens instead of several hundred bytes, which
-is what makes a CPU run fit in minutes. Real runs use the Qwen tokenizer from the checkpoint directory.
+reflection transcripts. On top of the learned merges, the two fixed texts every conversation repeats (the task
+prompt, about 160 BPE tokens, and the feedback text, about 64) are whole added tokens, so a three-turn episode
+is under 200 tokens instead of about 500: that is what makes a CPU run fit in minutes. The texts themselves are
+unchanged (``protocol.TASK_PROMPT``/``FEEDBACK_TEXT``). Real runs use the Qwen tokenizer of the checkpoint.
 
 Rebuild (deterministic): ``python -m vrrl_jax.data.task_tokenizer --out vrrl_jax/assets/tokenizer_frozenlake``.
 """
@@ -53,7 +55,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=pathlib.Path, default=ASSET_DIR)
     parser.add_argument("--vocab-size", type=int, default=VOCAB_SIZE)
     args = parser.parse_args(argv)
+    from tokenizers import AddedToken
+
+    from vrrl_jax.envs.frozenlake import protocol
+
     tok = tokenizer_lib.build_tokenizer(task_corpus(), vocab_size=args.vocab_size)
+    tok.add_tokens([AddedToken(text, special=False, normalized=False, single_word=False, lstrip=False, rstrip=False)
+                    for text in (protocol.TASK_PROMPT, protocol.FEEDBACK_TEXT)])
     tok.save_pretrained(str(args.out))
     print(f"saved a {len(tok)}-token tokenizer to {args.out}")
 

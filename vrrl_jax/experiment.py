@@ -1,0 +1,135 @@
+"""What train and eval share: from an ml_collections config to the tokenizer, processor, model, mesh and params.
+
+Kept as plain functions returning a small frozen dataclass, so ``train.py`` and ``eval.py`` read top to bottom.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from vrrl_jax.data import processor as processor_lib
+from vrrl_jax.data import task_tokenizer
+from vrrl_jax.data import tokenizer as tokenizer_lib
+from vrrl_jax.models import Qwen25VL, Qwen25VLConfig, init_params
+from vrrl_jax.parallel import mesh as mesh_lib
+from vrrl_jax.parallel import rules as rules_lib
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    config: ml_collections.ConfigDict
+    model_config: Qwen25VLConfig
+    model: Qwen25VL
+    tokenizer: Any
+    processor: processor_lib.ChatProcessor
+    token_ids: tokenizer_lib.SpecialTokenIds
+    mesh: jax.sharding.Mesh
+    rules: tuple
+
+
+def _to_dict(value) -> dict:
+    return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else dict(value)
+
+
+def load_tokenizer(config) -> Any:
+    from transformers import AutoTokenizer
+
+    if config.get("tokenizer_dir"):
+        return AutoTokenizer.from_pretrained(str(config.tokenizer_dir))
+    if config.get("init_checkpoint") and _is_hf_dir(config.init_checkpoint):
+        return AutoTokenizer.from_pretrained(str(config.init_checkpoint))
+    if config.get("init_checkpoint"):
+        raise ValueError(f"init_checkpoint {config.init_checkpoint} is not a Hugging Face directory, so it carries no "
+                         "tokenizer; set --config.tokenizer_dir to the original model directory")
+    return task_tokenizer.load_task_tokenizer()
+
+
+def _is_hf_dir(path) -> bool:
+    return (pathlib.Path(path) / "tokenizer_config.json").is_file()
+
+
+def model_config_from(config, token_ids: tokenizer_lib.SpecialTokenIds) -> Qwen25VLConfig:
+    """The model's config: from ``config.model`` (token ids filled in from the tokenizer) or the checkpoint."""
+    options = _to_dict(config.model_options)
+    if config.get("init_checkpoint"):
+        path = pathlib.Path(config.init_checkpoint)
+        hf_json = path / "config.json"
+        ours_json = path / "vrrl_config.json"
+        if hf_json.is_file():
+            raw = json.loads(hf_json.read_text())
+        elif ours_json.is_file():
+            raw = json.loads(ours_json.read_text())["hf_config"]
+        else:
+            raise FileNotFoundError(f"init_checkpoint {path} has neither config.json (HF) nor vrrl_config.json (ours)")
+        return Qwen25VLConfig.from_hf(raw, **options)
+    if config.get("model") is None:
+        raise ValueError("set config.model (a config.json-style dict) or config.init_checkpoint")
+    raw = _to_dict(config.model)
+    raw["text_config"] = dict(raw["text_config"])
+    if raw["text_config"].get("vocab_size") is None:
+        raw["text_config"]["vocab_size"] = token_ids.vocab_size
+    for name in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"):
+        if raw.get(name) is None:
+            raw[name] = getattr(token_ids, name)
+    return Qwen25VLConfig.from_hf(raw, **options)
+
+
+def image_config_from(config) -> processor_lib.ImageProcessorConfig:
+    base = processor_lib.ImageProcessorConfig.qwen2_5_vl()
+    if config.get("init_checkpoint") and (pathlib.Path(config.init_checkpoint) / "preprocessor_config.json").is_file():
+        base = processor_lib.ImageProcessorConfig.from_hf_dir(config.init_checkpoint)
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
+    fields.update(_to_dict(config.image))
+    return processor_lib.ImageProcessorConfig(**fields)
+
+
+def build(config: ml_collections.ConfigDict) -> Experiment:
+    tokenizer = load_tokenizer(config)
+    token_ids = tokenizer_lib.special_token_ids(tokenizer)
+    model_config = model_config_from(config, token_ids)
+    if model_config.image_token_id != token_ids.image_token_id:
+        raise ValueError(f"model image_token_id {model_config.image_token_id} != tokenizer's "
+                         f"<|image_pad|> id {token_ids.image_token_id}")
+    processor = processor_lib.ChatProcessor(tokenizer, image_config_from(config))
+    mesh = mesh_lib.make_mesh(_to_dict(config.mesh))
+    return Experiment(config=config, model_config=model_config, model=Qwen25VL(model_config), tokenizer=tokenizer,
+                      processor=processor, token_ids=token_ids, mesh=mesh, rules=rules_lib.DEFAULT_RULES)
+
+
+def initial_params(exp: Experiment, seed: int):
+    """(params, logical specs): loaded from ``config.init_checkpoint`` onto the mesh, or random."""
+    from vrrl_jax.models import abstract_params
+
+    if exp.config.get("init_checkpoint"):
+        from vrrl_jax.checkpoints.pretrained import from_pretrained
+
+        options = _to_dict(exp.config.model_options)
+        dtype, compute_dtype = options.pop("param_dtype", None), options.pop("dtype", None)
+        _, params = from_pretrained(exp.config.init_checkpoint, dtype=dtype, compute_dtype=compute_dtype,
+                                    mesh=exp.mesh, rules=exp.rules, **options)
+        _, specs = abstract_params(exp.model_config)
+        return params, specs
+    return init_params(exp.model_config, jax.random.PRNGKey(seed))
+
+
+def host_rng(seed: int, *parts: int) -> np.random.Generator:
+    """A numpy generator determined by (seed, parts): host randomness of a step never depends on history, so a
+    resumed run draws what an uninterrupted one would."""
+    return np.random.default_rng([seed, *parts])
+
+
+def save_config(config, workdir: str | os.PathLike) -> None:
+    path = pathlib.Path(workdir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")

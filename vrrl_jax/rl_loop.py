@@ -1,0 +1,322 @@
+"""The VRRL RL phase (VRRL_SPEC sections 3-4), one step per loop iteration, in the spec's order:
+
+  1. draw B prompts and one rollout mode per prompt (normal / random_start / prefix_buffer); buffer entries
+  2. multi-turn rollout of n samples per prompt (the batched sampler; feedback images rendered on the host)
+  3. rewards; online filtering of groups without signal, refilled up to a try limit (never fatal)
+  4. collect new buffer entries; advance the buffer's step
+  5. old-policy and reference log-probs (jitted, chunked over the sequence)
+  6. GRPO advantages
+  7. loss mask (assistant tokens, RandomTurnMasking, buffer prefix) and the PPO update
+  8. metrics, checkpoint
+
+Host randomness of step g comes from ``numpy.default_rng([seed, 2, g])`` and device randomness from
+``fold_in(key(seed), g)``; the data position and the replay buffer are checkpointed, so a resumed run repeats
+exactly what an uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+
+from vrrl_jax import experiment
+from vrrl_jax.data import batching
+from vrrl_jax.envs.frozenlake import maps, protocol
+from vrrl_jax.rewards import frozenlake as rewards_lib
+from vrrl_jax.rl import advantages as advantages_lib
+from vrrl_jax.rl import filtering as filtering_lib
+from vrrl_jax.rl import loss as loss_lib
+from vrrl_jax.rl import modes as modes_lib
+from vrrl_jax.rl import prefix_buffer as buffer_lib
+from vrrl_jax.rl import step as rl_step
+from vrrl_jax.rl import train_state as ts_lib
+from vrrl_jax.sampling import episodes as episodes_lib
+
+log = logging.getLogger(__name__)
+
+RL_TAG, DATA_TAG = 2, 3
+FORCED_THINK = "<THINK>"
+
+
+def _dict(value) -> dict:
+    return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else dict(value)
+
+
+def make_buffer(config) -> buffer_lib.PrefixBuffer:
+    return buffer_lib.PrefixBuffer(buffer_lib.PrefixBufferConfig(**_dict(config.rl.buffer)),
+                                   seed=int(config.seed) + 17)
+
+
+def mode_config(config) -> modes_lib.ModeConfig:
+    w = _dict(config.rl.mode_weights)
+    return modes_lib.ModeConfig(normal_weight=w["normal"], random_start_weight=w["random_start"],
+                                prefix_buffer_weight=w["prefix_buffer"],
+                                random_start_turn_min=int(config.rl.random_start_turn_min),
+                                mask_all_until_final=bool(config.rl.mask_all_until_final),
+                                mask_buffer_prefix=bool(config.rl.mask_buffer_prefix))
+
+
+def step_config(config) -> rl_step.StepConfig:
+    from vrrl_jax.trainer import optimizer_config
+
+    return rl_step.StepConfig(loss=loss_lib.PolicyLossConfig(**_dict(config.rl.loss)),
+                              optimizer=optimizer_config(config, float(config.rl.learning_rate)),
+                              temperature=float(config.rl.temperature) or 1.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Prompts: a permutation of the training maps per epoch; the position is checkpointed.
+
+
+def prompt_indices(seed: int, num_prompts: int, start: int, count: int) -> np.ndarray:
+    out = []
+    for position in range(start, start + count):
+        epoch, offset = divmod(position, num_prompts)
+        out.append(experiment.host_rng(seed, DATA_TAG, epoch).permutation(num_prompts)[offset])
+    return np.asarray(out, np.int64)
+
+
+@dataclasses.dataclass
+class Group:
+    """One question's n samples after rollout and reward."""
+
+    question: episodes_lib.Question
+    mode: str
+    samples: list[episodes_lib.EpisodeResult]
+    rewards: dict[str, np.ndarray]  # metric -> [n]
+
+
+def draw_groups(exp, config, sampler, params, examples, buffer, progress, rng: np.random.Generator, key,
+                reward_config: rewards_lib.RewardConfig) -> list[Group]:
+    """Steps 1-3 of one draw: prompts, modes, buffer entries, rollout, rewards."""
+    num_q, n = int(config.rl.prompts_per_step), int(config.rl.samples_per_prompt)
+    idx = prompt_indices(int(config.seed), len(examples), progress.prompts_consumed, num_q)
+    old_epoch = progress.prompts_consumed // len(examples)
+    progress.prompts_consumed += num_q
+    if progress.prompts_consumed // len(examples) != old_epoch:
+        buffer.start_epoch()
+
+    mcfg = mode_config(config)
+    modes = modes_lib.draw_modes(num_q, mcfg, buffer.can_sample(), rng)
+    want = int(np.sum(modes == buffer_lib.MODE_PREFIX_BUFFER))
+    entries = buffer.sample(want) if want else []
+    modes = modes_lib.demote_unserved_buffer_questions(modes, len(entries))
+    questions, entry_iter = [], iter(entries)
+    for q, i in enumerate(idx):
+        ex = examples[int(i)]
+        if modes[q] == buffer_lib.MODE_PREFIX_BUFFER:
+            entry = next(entry_iter)
+            questions.append(episodes_lib.Question.from_prefix(entry, forced_opening=FORCED_THINK if entry.is_wrong
+                                                               else None))
+        else:
+            questions.append(episodes_lib.Question(map_id=ex.map_id, spec=ex.spec, map_image=ex.image))
+    results = episodes_lib.play(exp, sampler, params, questions, n, sampling_config(exp, config),
+                                max_turns=int(config.rl.max_turns), rng=key)
+    groups = []
+    for q, question in enumerate(questions):
+        samples = results[q * n:(q + 1) * n]
+        fields = [rewards_lib.BufferFields(
+            is_prefix_buffer_rollout=question.prefix is not None,
+            prefix_buffer_type=question.prefix.prefix_type if question.prefix is not None else None,
+            prefix_buffer_num_turns=question.prefix.num_route_turns if question.prefix is not None else 0)] * n
+        scores = rewards_lib.score_batch([s.turns for s in samples], [question.spec] * n, reward_config, fields)
+        groups.append(Group(question, str(modes[q]), samples, scores))
+    return groups
+
+
+def sampling_config(exp, config):
+    from vrrl_jax.sampling.sampler import SamplingConfig
+
+    return SamplingConfig(temperature=float(config.rl.temperature), top_p=float(config.rl.top_p),
+                          max_new_tokens=int(config.rl.max_new_tokens),
+                          stop_token_ids=(exp.token_ids.im_end_id,),
+                          suppressed_token_ids=_suppressed(exp))
+
+
+def _suppressed(exp) -> tuple[int, ...]:
+    t = exp.token_ids
+    return (t.image_token_id, t.video_token_id, t.vision_start_token_id, t.vision_end_token_id, t.pad_token_id,
+            t.im_start_id)
+
+
+def buffer_episodes(groups: Sequence[Group]) -> list[buffer_lib.Episode]:
+    out = []
+    for g in groups:
+        for s in g.samples:
+            out.append(buffer_lib.Episode(
+                mode=g.mode, finish_reason=s.finish_reason, map_spec=g.question.spec,
+                prompt_text=protocol.TASK_PROMPT, assistant_texts=list(s.turns),
+                feedback_texts=[protocol.FEEDBACK_TEXT] * len(s.feedback_images), map_image=g.question.map_image,
+                feedback_images=list(s.feedback_images)))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# From kept groups to one update batch.
+
+
+def build_update_batch(exp, config, groups: Sequence[Group], rng: np.random.Generator, num_rows: int):
+    micro = int(config.rl.micro_batches)
+    samples = [s for g in groups for s in g.samples]
+    rows = [s.encoded for s in samples]
+    padded = batching.pad_rows(rows, exp.token_ids.pad_token_id, num_rows=num_rows)
+    n_real = len(samples)
+    sample_modes = np.array([g.mode for g in groups for _ in g.samples] + ["normal"] * (num_rows - n_real))
+    num_turns = np.array([s.encoded.num_turns for s in samples] + [0] * (num_rows - n_real), np.int64)
+    prefix_turns = np.array([s.num_prefix_turns for s in samples] + [0] * (num_rows - n_real), np.int64)
+    mask, start_turn = modes_lib.loss_mask(padded.assistant_mask, padded.turn_index, num_turns, sample_modes,
+                                           prefix_turns, mode_config(config), rng)
+    targets, target_mask = rl_step.next_token_targets(padded.input_ids, mask)
+    # Sampler log-probs, aligned with targets like the trainer's (token t+1 predicted at t).
+    sample_logp = np.zeros(padded.input_ids.shape, np.float32)
+    for b, s in enumerate(samples):
+        sample_logp[b, :len(s.sample_logp) - 1] = s.sample_logp[1:]
+    rewards = np.concatenate([g.rewards["overall"] for g in groups])
+    group_ids = np.concatenate([np.full(len(g.samples), i) for i, g in enumerate(groups)]
+                               + [np.full(num_rows - n_real, -1)]).astype(np.int32)
+    rewards = np.concatenate([rewards, np.zeros(num_rows - n_real)]).astype(np.float32)
+    adv = np.asarray(advantages_lib.grpo_advantages(jnp.asarray(rewards), jnp.asarray(group_ids), len(groups)))
+    inputs = rl_step.prepare_micro_batches(exp.model_config, padded.input_ids, padded.attention_mask,
+                                           padded.pixel_values, padded.image_grid_thw, micro)
+    host = dict(targets=rl_step.micro_batch_rows(targets, micro), loss_mask=rl_step.micro_batch_rows(target_mask, micro),
+                advantages=rl_step.micro_batch_rows(adv, micro), sample_logp=rl_step.micro_batch_rows(sample_logp, micro),
+                start_turn=start_turn[:n_real], modes=sample_modes[:n_real],
+                num_tokens=int(padded.attention_mask.sum()))
+    return inputs, host
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The loop.
+
+
+def _reward_metrics(groups: Sequence[Group], prefix: str = "reward") -> dict[str, float]:
+    out = {}
+    if not groups:
+        return out
+    keys = groups[0].rewards.keys()
+    for k in keys:
+        out[f"{prefix}/{k}"] = float(np.mean(np.concatenate([g.rewards[k] for g in groups])))
+    for mode in buffer_lib.ROLLOUT_MODES:
+        sel = [g for g in groups if g.mode == mode]
+        if sel:
+            out[f"{prefix}_{mode}/overall"] = float(np.mean(np.concatenate([g.rewards["overall"] for g in sel])))
+            out[f"{prefix}_{mode}/em"] = float(np.mean(np.concatenate([g.rewards["em"] for g in sel])))
+            out[f"count/{mode}_questions"] = float(len(sel))
+    return out
+
+
+def run_rl(exp, config, workdir: pathlib.Path, params, specs, state, buffer, progress, ckpt, writer) -> dict:
+    from vrrl_jax import eval as eval_lib
+    from vrrl_jax.sampling.sampler import Sampler
+    from vrrl_jax.trainer import data_config
+
+    from vrrl_jax.data import frozenlake as frozenlake_data
+
+    seed = int(config.seed)
+    sft_steps, rl_steps = int(config.sft.steps), int(config.rl.steps)
+    total = sft_steps + rl_steps
+    scfg = step_config(config)
+    keep_reference = scfg.loss.kl_coef > 0
+    if state is None:
+        state = ts_lib.create_train_state(params, specs, scfg.optimizer, jax.random.PRNGKey(seed), exp.mesh,
+                                          exp.rules, keep_reference=keep_reference)
+    del params
+    shardings = jax.tree.map(lambda x: x.sharding, state)
+    update = rl_step.make_train_step(exp.model, exp.mesh, exp.rules, scfg, shardings)
+    logprob_fn = rl_step.make_logprob_fn(exp.model, exp.mesh, exp.rules, shardings.params,
+                                         scfg.logprob_chunk_size, scfg.temperature)
+    sampler = Sampler(exp.model_config, pad_token_id=exp.token_ids.pad_token_id, mesh=exp.mesh)
+    examples = frozenlake_data.load_split("train", data_config(config))
+    reward_config = rewards_lib.RewardConfig.from_mapping(_dict(config.rl.reward))
+    filter_config = filtering_lib.FilterConfig(**_dict(config.rl.filter))
+    rows_multiple = int(config.rl.micro_batches) * max(1, sampler.batch_multiple)
+    results = {}
+
+    if progress.global_step == sft_steps and bool(config.eval.before_rl):
+        results["before_rl"] = eval_lib.evaluate(exp, config, state.params, workdir / "eval_before_rl",
+                                                 sampler=sampler)
+        writer.write(progress.global_step, {f"eval_before_rl/{k}": v for k, v in
+                                            eval_lib.headline(results["before_rl"]).items()})
+
+    for step in tqdm.trange(progress.global_step + 1, total + 1, desc="rl", unit="step",
+                            initial=progress.global_step - sft_steps, total=rl_steps):
+        rl_step_index = step - sft_steps
+        t_start = time.perf_counter()
+        rng = experiment.host_rng(seed, RL_TAG, step)
+        key = jax.random.fold_in(jax.random.PRNGKey(seed), step)
+        timings = {"rollout": 0.0}
+
+        # Steps 1-3: draw, roll out, reward, filter (refill up to the try limit).
+        drawn: list[Group] = []
+
+        def draw():
+            t0 = time.perf_counter()
+            groups = draw_groups(exp, config, sampler, state.params, examples, buffer, progress, rng,
+                                 jax.random.fold_in(key, len(drawn)), reward_config)
+            drawn.extend(groups)
+            timings["rollout"] += time.perf_counter() - t0
+            return groups
+
+        fill = filtering_lib.fill_groups(draw, lambda g: g.rewards["overall"], int(config.rl.prompts_per_step),
+                                         filter_config)
+        kept = fill.groups
+
+        # Step 4: buffer collection from every rollout of this step; advance its step.
+        collected = buffer.collect(buffer_episodes(drawn), step=rl_step_index)
+        buffer.set_step(rl_step_index)
+
+        m = {**_reward_metrics(drawn), **{f"filter/{k}": v for k, v in fill.metrics().items()},
+             **{f"buffer/{k}": float(v) for k, v in buffer.stats().items()},
+             **{f"buffer_collect/{k}": float(v) for k, v in collected.items()}}
+        m["reward_kept/overall"] = float(np.mean(np.concatenate([g.rewards["overall"] for g in kept]))) if kept else 0.0
+        if kept:
+            # Steps 5-7: log-probs, advantages, masks, update.
+            t0 = time.perf_counter()
+            num_rows = -(-sum(len(g.samples) for g in kept) // rows_multiple) * rows_multiple
+            inputs, host = build_update_batch(exp, config, kept, rng, num_rows)
+            timings["batch"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            targets = host["targets"]
+            old_logp = logprob_fn(state.params, inputs, targets)
+            ref_logp = logprob_fn(state.ref_params, inputs, targets) if keep_reference else None
+            jax.block_until_ready(old_logp)
+            timings["logprobs"] = time.perf_counter() - t0
+            mask = host["loss_mask"]
+            old_np = np.asarray(old_logp)
+            m["logprob/sampler_vs_trainer_abs"] = float(np.sum(np.abs(old_np - host["sample_logp"]) * mask)
+                                                        / max(mask.sum(), 1.0))
+            batch = rl_step.RLBatch(inputs=inputs, targets=targets, loss_mask=mask, advantages=host["advantages"],
+                                    old_logp=old_logp, ref_logp=ref_logp)
+            t0 = time.perf_counter()
+            state, update_metrics = update(state, batch)
+            update_metrics = rl_step.as_host_metrics(update_metrics)
+            timings["update"] = time.perf_counter() - t0
+            m.update({f"loss/{k}": v for k, v in update_metrics.items()})
+            m.update(modes_lib.start_turn_metrics(host["start_turn"], host["modes"]))
+            m["tokens/batch"] = float(host["num_tokens"])
+        else:
+            m["skipped_steps/no_groups"] = 1.0
+        step_time = time.perf_counter() - t_start
+        m.update({f"time/{k}": v for k, v in timings.items()})
+        m["time/step"] = step_time
+        m["time/tokens_per_s"] = float(m.get("tokens/batch", 0.0)) / step_time
+        m["sampler/compilations"] = float(sampler.compile_log.total)
+        writer.write(step, m)
+        progress.global_step = step
+        if ckpt.should_save(step, last=step == total):
+            ckpt.save(step, state, buffer.state_dict(), progress.to_json())
+
+    ckpt.wait()
+    results["after_rl"] = eval_lib.evaluate(exp, config, state.params, workdir / "eval_after_rl", sampler=sampler)
+    writer.write(progress.global_step, {f"eval_after_rl/{k}": v for k, v in
+                                        eval_lib.headline(results["after_rl"]).items()})
+    return results

@@ -1,0 +1,188 @@
+"""The training run, top to bottom: setup, resume, SFT warm start, VRRL RL, evaluation (VRRL_SPEC sections 3-5).
+
+Phases share one checkpoint directory and one global step counter (SFT steps 1..S, then RL steps S+1..S+R);
+the ``host`` record of a checkpoint says which phase it belongs to, so a restart resumes the right loop with the
+right train state (SFT has no reference model; RL starts from the SFT result with a frozen copy as reference
+and a fresh optimizer, as upstream's RL starts from an SFT checkpoint).
+
+Determinism on resume: device randomness is ``fold_in(key(seed), global_step)`` and host randomness is
+``numpy.default_rng([seed, phase, step])``, so nothing depends on history except what the checkpoint holds
+(params, optimizer, replay buffer with its own generator, the data position).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+from vrrl_jax import experiment, metrics as metrics_lib
+from vrrl_jax.checkpoints.train_checkpoint import TrainCheckpointer
+from vrrl_jax.data import batching, conversation
+from vrrl_jax.data import frozenlake as frozenlake_data
+from vrrl_jax.rl import step as rl_step
+from vrrl_jax.rl import train_state as ts_lib
+from vrrl_jax.sft import step as sft_step_lib
+from vrrl_jax.sft import transcripts as transcripts_lib
+
+log = logging.getLogger(__name__)
+
+SFT, SFT_DONE, RL, DONE = "sft", "sft_done", "rl", "done"
+_PHASE_TAG = {SFT: 1, RL: 2}
+
+
+def _dict(value) -> dict:
+    return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else dict(value)
+
+
+def optimizer_config(config, learning_rate: float) -> ts_lib.OptimizerConfig:
+    opt = _dict(config.optimizer)
+    return ts_lib.OptimizerConfig(learning_rate=learning_rate, b1=opt["b1"], b2=opt["b2"], eps=opt["eps"],
+                                  weight_decay=opt["weight_decay"], max_grad_norm=opt["grad_clip_norm"],
+                                  warmup_steps=opt["warmup_steps"])
+
+
+def data_config(config) -> frozenlake_data.FrozenLakeDataConfig:
+    fields = _dict(config.data)
+    fields["generated_eval_levels"] = tuple(fields.get("generated_eval_levels", (7,)))
+    if "generated_train_levels" in fields:
+        fields["generated_train_levels"] = tuple(fields["generated_train_levels"])
+    return frozenlake_data.FrozenLakeDataConfig(**fields)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Batches.
+
+
+def sft_batch(exp: experiment.Experiment, rows, num_rows: int, micro_batches: int) -> sft_step_lib.SFTBatch:
+    padded = batching.pad_rows(rows, exp.token_ids.pad_token_id, num_rows=num_rows)
+    targets, target_mask = rl_step.next_token_targets(padded.input_ids, padded.assistant_mask)
+    inputs = rl_step.prepare_micro_batches(exp.model_config, padded.input_ids, padded.attention_mask,
+                                           padded.pixel_values, padded.image_grid_thw, micro_batches)
+    return sft_step_lib.SFTBatch(inputs=inputs, targets=rl_step.micro_batch_rows(targets, micro_batches),
+                                 loss_mask=rl_step.micro_batch_rows(target_mask, micro_batches))
+
+
+def sft_rows(exp: experiment.Experiment, specs, rng: np.random.Generator, batch_size: int,
+             transcript_config: transcripts_lib.TranscriptConfig):
+    picks = rng.choice(len(specs), size=batch_size, replace=True)
+    rows = []
+    for i in picks:
+        tr = transcripts_lib.make_transcript(specs[i], rng, transcript_config)
+        rows.append(conversation.encode_conversation(exp.processor, transcripts_lib.to_messages(tr)))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The run.
+
+
+@dataclasses.dataclass
+class Progress:
+    """The host part of a checkpoint: where the run is."""
+
+    phase: str = SFT
+    global_step: int = 0  # last completed step (SFT and RL counted together)
+    prompts_consumed: int = 0  # RL data position (online filtering draws a variable number per step)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    workdir = pathlib.Path(workdir)
+    exp = experiment.build(config)
+    if jax.process_index() == 0:
+        experiment.save_config(config, workdir)
+    sft_steps, rl_steps = int(config.sft.steps), int(config.rl.steps)
+    log.info("model: %s text layers x %d, %s vision blocks; mesh %s", exp.model_config.text.num_hidden_layers,
+             exp.model_config.text.hidden_size, exp.model_config.vision.depth, dict(exp.mesh.shape))
+
+    # --- Setup: params, checkpoints, resume ---------------------------------------------------------------------
+    params, specs = experiment.initial_params(exp, int(config.seed))
+    ckpt = TrainCheckpointer(workdir / "checkpoints", save_every=int(config.checkpoint.every),
+                             keep=int(config.checkpoint.keep))
+    from vrrl_jax import rl_loop  # the RL phase (sampler, buffer, rewards)
+
+    buffer = rl_loop.make_buffer(config)
+    progress = Progress(phase=SFT if sft_steps > 0 else RL)
+    resumed = _resume(ckpt, exp, config, params, specs, buffer)
+    if resumed is not None:
+        progress, state = resumed
+        log.info("resumed from step %d (phase %s)", progress.global_step, progress.phase)
+    else:
+        state = None
+    writer = metrics_lib.MetricsWriter(workdir, resume_step=progress.global_step if resumed else None,
+                                       console_keys=list(config.log.console_keys))
+    results: dict = {}
+
+    # --- SFT warm start -----------------------------------------------------------------------------------------
+    if progress.phase == SFT and progress.global_step < sft_steps:
+        opt_cfg = optimizer_config(config, float(config.sft.learning_rate))
+        if state is None:
+            state = ts_lib.create_train_state(params, specs, opt_cfg, jax.random.PRNGKey(config.seed), exp.mesh,
+                                              exp.rules, keep_reference=False)
+        shardings = jax.tree.map(lambda x: x.sharding, state)
+        update = sft_step_lib.make_sft_step(exp.model, exp.mesh, exp.rules, opt_cfg, shardings)
+        train_specs = [e.spec for e in _train_examples(config)]
+        tcfg = transcripts_lib.TranscriptConfig.from_mapping(_dict(config.sft.transcripts))
+        for step in tqdm.trange(progress.global_step + 1, sft_steps + 1, desc="sft", unit="step",
+                                initial=progress.global_step, total=sft_steps):
+            t0 = time.perf_counter()
+            rng = experiment.host_rng(int(config.seed), _PHASE_TAG[SFT], step)
+            rows = sft_rows(exp, train_specs, rng, int(config.sft.batch_size), tcfg)
+            batch = sft_batch(exp, rows, int(config.sft.batch_size), int(config.sft.micro_batches))
+            state, m = update(state, batch)
+            m = rl_step.as_host_metrics(m)
+            m = {f"sft/{k}": v for k, v in m.items()}
+            m["time/step"] = time.perf_counter() - t0
+            m["sft/seq_len"] = int(batch.targets.shape[-1])
+            writer.write(step, m)
+            progress.global_step = step
+            if ckpt.should_save(step, last=step == sft_steps):
+                phase = SFT_DONE if step == sft_steps else SFT
+                ckpt.save(step, state, buffer.state_dict(), dataclasses.replace(progress, phase=phase).to_json())
+        progress.phase = SFT_DONE
+    if progress.phase == SFT_DONE:  # RL starts from the SFT params with a fresh optimizer and reference copy
+        params = state.params
+        state = None
+        progress.phase = RL
+
+    # --- VRRL RL ------------------------------------------------------------------------------------------------
+    if progress.phase == RL:
+        results = rl_loop.run_rl(exp, config, workdir, params, specs, state, buffer, progress, ckpt, writer)
+        progress.phase = DONE
+
+    ckpt.close()
+    writer.close()
+    return results
+
+
+def _train_examples(config):
+    return frozenlake_data.load_split("train", data_config(config))
+
+
+def _resume(ckpt: TrainCheckpointer, exp, config, params, specs, buffer):
+    """(progress, state) of the newest readable checkpoint, or None. The restore target depends on the phase
+    the checkpoint records: an SFT state (no reference model, SFT optimizer) or an RL state."""
+
+    def abstract_for(host: dict):
+        rl = host.get("phase") == RL
+        keep_reference = rl and float(config.rl.loss.kl_coef) > 0
+        lr = float(config.rl.learning_rate if rl else config.sft.learning_rate)
+        optimizer = ts_lib.make_optimizer(optimizer_config(config, lr))
+        return ts_lib.abstract_train_state(params, specs, optimizer, exp.mesh, exp.rules, keep_reference)
+
+    restored = ckpt.restore_latest(abstract_for)
+    if restored is None:
+        return None
+    _, state, buffer_state, host = restored
+    buffer.load_state_dict(buffer_state)
+    return Progress(**host), state

@@ -25,6 +25,7 @@ def get_config():
   c.tokenizer_dir = None  # None: the tokenizer files next to init_checkpoint
   c.model = None  # taken from the checkpoint
   c.model_options = dict(dtype="bfloat16", param_dtype="float32", scan_layers=True, remat_policy="nothing_saveable")
+  c.max_sequence_len = 8192
   c.image = dict(min_pixels=3136, max_pixels=12845056)  # the hub preprocessor defaults
   c.mesh = dict(data=1, fsdp=-1, tensor=1)
   c.data.train_source = "shared"

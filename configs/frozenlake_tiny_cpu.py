@@ -19,11 +19,12 @@ def get_config():
       text_config=dict(vocab_size=None, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
                        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
                        max_position_embeddings=4096, hidden_act="silu",
-                       rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=[4, 6, 6])),
+                       rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=(4, 6, 6))),
       vision_config=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, hidden_act="silu",
                          in_channels=3, patch_size=14, temporal_patch_size=2, spatial_merge_size=2,
-                         window_size=56, fullatt_block_indexes=[1], out_hidden_size=128, tokens_per_second=2),
+                         window_size=56, fullatt_block_indexes=(1,), out_hidden_size=128, tokens_per_second=2),
       tie_word_embeddings=True)
+  c.max_sequence_len = 1024  # whole conversation, prompt included (tokens)
   c.model_options = dict(dtype="float32", param_dtype="float32", scan_layers=False, remat_policy=None)
   # Images: the renders are shrunk by the processor to at most 5x5 merged tokens (140x140 px).
   c.image = dict(min_pixels=56 * 56, max_pixels=140 * 140)
@@ -47,7 +48,7 @@ def get_config():
       random_start_turn_min=0, mask_all_until_final=False, mask_buffer_prefix=True,
       buffer=dict(capacity=500, max_per_question=3, max_staleness_steps=50, min_size=8, wrong_ratio=0.9,
                   max_route_turns=2, resample="run"),
-      filter=dict(low=0.01, high=0.99, max_tries=3),
+      filter=dict(enabled=True, low=0.01, high=0.99, max_tries=3),
       loss=dict(clip_low=0.2, clip_high=0.3, dual_clip_c=3.0, kl_coef=0.01, kl_clamp=10.0, log_ratio_clamp=20.0,
                 loss_agg_mode="token-mean"),
       reward=dict(lambda_deg=0.5, reflect_weight=0.9, reflect_lower_clip=0.0, em_reflect_bonus_weight=0.1,

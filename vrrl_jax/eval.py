@@ -29,7 +29,7 @@ from vrrl_jax.data import frozenlake as frozenlake_data
 from vrrl_jax.envs.frozenlake import maps, parse, protocol
 from vrrl_jax.rewards import frozenlake as rewards_lib
 from vrrl_jax.rl import prefix_buffer as buffer_lib
-from vrrl_jax.sampling import episodes as episodes_lib
+from vrrl_jax.sampling import rollout as rollout_lib
 
 log = logging.getLogger(__name__)
 
@@ -45,50 +45,49 @@ def _eval_examples(config) -> list:
     return out
 
 
-def greedy_sampling(exp, config):
-    from vrrl_jax.rl_loop import _suppressed
-    from vrrl_jax.sampling.sampler import SamplingConfig
+def _play(exp, config, sampler, params, specs, *, style: str, max_turns: int, prefixes=None):
+    """Greedy rollouts in batches of ``config.eval.batch_size``."""
+    from vrrl_jax.rl_loop import rollout_config
 
-    return SamplingConfig(temperature=0.0, max_new_tokens=int(config.eval.max_new_tokens),
-                          stop_token_ids=(exp.token_ids.im_end_id,), suppressed_token_ids=_suppressed(exp))
-
-
-def _play_batched(exp, config, sampler, params, questions, max_turns: int):
-    results = []
-    batch = int(config.eval.batch_size)
-    for start in range(0, len(questions), batch):
-        results.extend(episodes_lib.play(exp, sampler, params, questions[start:start + batch], 1,
-                                         greedy_sampling(exp, config), max_turns=max_turns,
-                                         rng=jax.random.PRNGKey(0)))
-    return results
+    cfg = rollout_config(config, greedy=True, max_turns=max_turns, style=style)
+    out, batch = [], int(config.eval.batch_size)
+    for start in range(0, len(specs), batch):
+        chunk = slice(start, start + batch)
+        out.extend(rollout_lib.rollout(sampler, exp.processor, params, specs[chunk], 1,
+                                       prefixes=None if prefixes is None else prefixes[chunk], config=cfg,
+                                       rng=jax.random.PRNGKey(0)))
+    return out
 
 
-def grounding_probe(exp, config, sampler, params, questions, results) -> dict:
+def grounding_probe(exp, config, sampler, params, examples, trajectories) -> dict:
     """Re-runs each corrected second turn with the plain map in place of the feedback image."""
-    probes, originals = [], []
-    for q, r in zip(questions, results):
-        turns = [parse.parse_turn(t) for t in r.turns]
+    entries, originals, styles = [], [], []
+    for ex, t in zip(examples, trajectories):
+        turns = [parse.parse_turn(text) for text in t.turns]
         if len(turns) < 2 or not (turns[0].ok and turns[0].is_route and turns[1].ok and turns[1].is_route):
             continue
-        if maps.is_exact_match(q.spec, turns[0].actions) or not maps.is_exact_match(q.spec, turns[1].actions):
+        if maps.is_exact_match(t.spec, turns[0].actions) or not maps.is_exact_match(t.spec, turns[1].actions):
             continue
-        entry = buffer_lib.PrefixEntry(
-            spec=q.spec, prefix_type=buffer_lib.WRONG, collection_step=0, prompt_text=protocol.TASK_PROMPT,
-            assistant_texts=(r.turns[0],), feedback_texts=(protocol.FEEDBACK_TEXT,), final_text="",
-            map_image=q.map_image, feedback_images=(np.asarray(q.map_image),))
-        probes.append(episodes_lib.Question.from_prefix(entry, map_id=q.map_id))
+        entries.append(buffer_lib.PrefixEntry(
+            spec=t.spec, prefix_type=buffer_lib.WRONG, collection_step=0, prompt_text=t.prompt_text,
+            assistant_texts=(t.turns[0],), feedback_texts=(protocol.FEEDBACK_TEXT,), final_text="",
+            map_image=t.map_image, feedback_images=(t.map_image,)))
         originals.append(turns[1].actions)
-    if not probes:
+        styles.append(ex.style)
+    if not entries:
         return {"n_corrections": 0, "correction_survival_rate": float("nan"), "same_route_rate": float("nan")}
-    reruns = _play_batched(exp, config, sampler, params, probes, max_turns=2)
     survived = same = 0
-    for probe, rerun, original in zip(probes, reruns, originals):
-        new_turns = rerun.turns[1:]  # the replayed first turn is part of the transcript
-        parsed = parse.parse_turn(new_turns[0]) if new_turns else None
-        if parsed is not None and parsed.ok and parsed.actions is not None:
-            survived += int(maps.is_exact_match(probe.spec, parsed.actions))
-            same += int(tuple(parsed.actions) == tuple(original))
-    n = len(probes)
+    for style in sorted(set(styles)):
+        sel = [i for i, s in enumerate(styles) if s == style]
+        reruns = _play(exp, config, sampler, params, [entries[i].spec for i in sel], style=style, max_turns=2,
+                       prefixes=[entries[i] for i in sel])
+        for i, rerun in zip(sel, reruns):
+            new_turns = rerun.turns[1:]  # the replayed first turn leads the transcript
+            parsed = parse.parse_turn(new_turns[0]) if new_turns else None
+            if parsed is not None and parsed.ok and parsed.actions is not None:
+                survived += int(maps.is_exact_match(entries[i].spec, parsed.actions))
+                same += int(tuple(parsed.actions) == tuple(originals[i]))
+    n = len(entries)
     return {"n_corrections": n, "correction_survival_rate": survived / n, "same_route_rate": same / n}
 
 
@@ -99,25 +98,29 @@ def evaluate(exp, config, params, outdir: pathlib.Path, *, sampler=None) -> dict
     outdir = pathlib.Path(outdir)
     sampler = sampler or Sampler(exp.model_config, pad_token_id=exp.token_ids.pad_token_id, mesh=exp.mesh)
     examples = _eval_examples(config)
-    questions = [episodes_lib.Question(map_id=e.map_id, spec=e.spec, map_image=e.image) for e in examples]
     max_turns = int(config.eval.max_turns)
-    results = _play_batched(exp, config, sampler, params, questions, max_turns)
-    records = [evaluation.episode_record(q.map_id, q.spec, r.turns, r.finish_reason)
-               for q, r in zip(questions, results)]
+    trajectories = [None] * len(examples)
+    for style in sorted({e.style for e in examples}):  # the renderer style is per rollout call
+        sel = [i for i, e in enumerate(examples) if e.style == style]
+        for i, t in zip(sel, _play(exp, config, sampler, params, [examples[i].spec for i in sel], style=style,
+                                   max_turns=max_turns)):
+            trajectories[i] = t
+    records = [evaluation.episode_record(e.map_id, t.spec, t.turns, t.finish_reason)
+               for e, t in zip(examples, trajectories)]
     metrics = evaluation.aggregate(records)
-    metrics["grounding_probe"] = grounding_probe(exp, config, sampler, params, questions, results)
+    metrics["grounding_probe"] = grounding_probe(exp, config, sampler, params, examples, trajectories)
 
     reward_config = rewards_lib.RewardConfig.from_mapping(config.rl.reward.to_dict())
-    scores = rewards_lib.score_batch([r.turns for r in results], [q.spec for q in questions], reward_config)
+    scores = rewards_lib.score_batch([t.turns for t in trajectories], [t.spec for t in trajectories], reward_config)
     metrics["reward"] = {k: float(np.mean(v)) for k, v in scores.items()}
     if jax.process_index() == 0:
         outdir.mkdir(parents=True, exist_ok=True)
         (outdir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
         episodes = []
-        for i, (q, r, rec) in enumerate(zip(questions, results, records)):
-            episodes.append({"map_id": q.map_id, "level": q.spec.level, "spec": q.spec.to_dict(),
-                             "map_image": q.map_image, "turns": list(r.turns),
-                             "feedback_images": list(r.feedback_images), "mode": "eval",
+        for i, (e, t, rec) in enumerate(zip(examples, trajectories, records)):
+            episodes.append({"map_id": e.map_id, "level": t.spec.level, "spec": t.spec.to_dict(),
+                             "map_image": t.map_image, "turns": list(t.turns),
+                             "feedback_images": list(t.feedback_images), "mode": "eval",
                              "metrics": {"optimal": float(rec.optimal), "strict": float(rec.strict),
                                          "finish": rec.finish_reason,
                                          **{k: float(scores[k][i]) for k in ("overall", "format", "reflection")}}})

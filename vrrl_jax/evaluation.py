@@ -9,7 +9,7 @@ Definitions follow upstream's eval script (``api_inference_frozenlake.py``):
 - ``lenient``: the walk visits the gift at some point before falling into a hole (off-grid moves are no-ops);
 - ``optimal`` (the headline ``optimal_rate``): strict and exactly the BFS-shortest length, i.e. EM;
 - ``turn1_*``: the same for the first turn's route; ``avg_turns``, ``format_error_rate``, ``max_turns_rate``,
-  ``clean_final_rate`` from the episode's finish reason.
+  ``token_budget_rate`` (the sequence's token budget ran out first), ``clean_final_rate`` from the finish reason.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from typing import Iterable, Sequence
 
 from vrrl_jax.envs.frozenlake import maps, parse, protocol
 
+TOKEN_BUDGET = "length"  # the rollout's finish reason when the sequence budget ran out before the episode ended
+FINISH_REASONS = protocol.DONE_REASONS + (TOKEN_BUDGET,)
 IN_DISTRIBUTION_LEVELS = (3, 4, 5)
 OUT_OF_DISTRIBUTION_LEVELS = (6, 7)
 
@@ -63,8 +65,8 @@ def route_outcome(spec: maps.MapSpec, actions: Sequence[str] | None, n_opt: int 
 
 
 def episode_record(map_id: str, spec: maps.MapSpec, turns: Sequence[str], finish_reason: str) -> EpisodeRecord:
-    if finish_reason not in protocol.DONE_REASONS:
-        raise ValueError(f"finish_reason must be one of {protocol.DONE_REASONS}, got {finish_reason!r}")
+    if finish_reason not in FINISH_REASONS:
+        raise ValueError(f"finish_reason must be one of {FINISH_REASONS}, got {finish_reason!r}")
     parsed = [parse.parse_turn(t) for t in turns]
     routes = [p.actions for p in parsed if p.ok and p.is_route]
     committed = None
@@ -104,6 +106,7 @@ def summarize(records: Sequence[EpisodeRecord]) -> dict[str, float]:
         "avg_routes": sum(r.n_routes for r in records) / n,
         "format_error_rate": rate(lambda r: r.finish_reason == protocol.FORMAT_ERROR),
         "max_turns_rate": rate(lambda r: r.finish_reason == protocol.MAX_TURNS),
+        "token_budget_rate": rate(lambda r: r.finish_reason == TOKEN_BUDGET),
         "clean_final_rate": rate(lambda r: r.finish_reason == protocol.FINAL),
     }
 

@@ -39,7 +39,8 @@ from vrrl_jax.rl import modes as modes_lib
 from vrrl_jax.rl import prefix_buffer as buffer_lib
 from vrrl_jax.rl import step as rl_step
 from vrrl_jax.rl import train_state as ts_lib
-from vrrl_jax.sampling import episodes as episodes_lib
+from vrrl_jax.data import conversation
+from vrrl_jax.sampling import rollout as rollout_lib
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +90,19 @@ def prompt_indices(seed: int, num_prompts: int, start: int, count: int) -> np.nd
 class Group:
     """One question's n samples after rollout and reward."""
 
-    question: episodes_lib.Question
     mode: str
-    samples: list[episodes_lib.EpisodeResult]
+    samples: list[rollout_lib.Trajectory]
     rewards: dict[str, np.ndarray]  # metric -> [n]
+
+
+def rollout_config(config, *, greedy: bool = False, max_turns: int | None = None,
+                   style: str = "default") -> rollout_lib.RolloutConfig:
+    section = config.eval if greedy else config.rl
+    return rollout_lib.RolloutConfig(
+        max_turns=int(max_turns if max_turns is not None else section.max_turns),
+        max_new_tokens=int(section.max_new_tokens), max_sequence_len=int(config.max_sequence_len),
+        temperature=0.0 if greedy else float(config.rl.temperature), top_p=1.0 if greedy else float(config.rl.top_p),
+        style=style)
 
 
 def draw_groups(exp, config, sampler, params, examples, buffer, progress, rng: np.random.Generator, key,
@@ -105,59 +115,35 @@ def draw_groups(exp, config, sampler, params, examples, buffer, progress, rng: n
     if progress.prompts_consumed // len(examples) != old_epoch:
         buffer.start_epoch()
 
-    mcfg = mode_config(config)
-    modes = modes_lib.draw_modes(num_q, mcfg, buffer.can_sample(), rng)
+    modes = modes_lib.draw_modes(num_q, mode_config(config), buffer.can_sample(), rng)
     want = int(np.sum(modes == buffer_lib.MODE_PREFIX_BUFFER))
     entries = buffer.sample(want) if want else []
     modes = modes_lib.demote_unserved_buffer_questions(modes, len(entries))
-    questions, entry_iter = [], iter(entries)
+    specs, prefixes, openings, entry_iter = [], [], [], iter(entries)
     for q, i in enumerate(idx):
-        ex = examples[int(i)]
-        if modes[q] == buffer_lib.MODE_PREFIX_BUFFER:
-            entry = next(entry_iter)
-            questions.append(episodes_lib.Question.from_prefix(entry, forced_opening=FORCED_THINK if entry.is_wrong
-                                                               else None))
-        else:
-            questions.append(episodes_lib.Question(map_id=ex.map_id, spec=ex.spec, map_image=ex.image))
-    results = episodes_lib.play(exp, sampler, params, questions, n, sampling_config(exp, config),
-                                max_turns=int(config.rl.max_turns), rng=key)
+        entry = next(entry_iter) if modes[q] == buffer_lib.MODE_PREFIX_BUFFER else None
+        specs.append(examples[int(i)].spec if entry is None else entry.spec)
+        prefixes.append(entry)
+        openings.append(FORCED_THINK if entry is not None and entry.is_wrong else None)
+    trajectories = rollout_lib.rollout(sampler, exp.processor, params, specs, n, prefixes=prefixes,
+                                       forced_openings=openings, config=rollout_config(config), rng=key)
     groups = []
-    for q, question in enumerate(questions):
-        samples = results[q * n:(q + 1) * n]
+    for q in range(num_q):
+        samples = trajectories[q * n:(q + 1) * n]
+        entry = prefixes[q]
         fields = [rewards_lib.BufferFields(
-            is_prefix_buffer_rollout=question.prefix is not None,
-            prefix_buffer_type=question.prefix.prefix_type if question.prefix is not None else None,
-            prefix_buffer_num_turns=question.prefix.num_route_turns if question.prefix is not None else 0)] * n
-        scores = rewards_lib.score_batch([s.turns for s in samples], [question.spec] * n, reward_config, fields)
-        groups.append(Group(question, str(modes[q]), samples, scores))
+            is_prefix_buffer_rollout=entry is not None,
+            prefix_buffer_type=entry.prefix_type if entry is not None else None,
+            prefix_buffer_num_turns=entry.num_route_turns if entry is not None else 0)] * n
+        scores = rewards_lib.score_batch([t.turns for t in samples], [t.spec for t in samples], reward_config, fields)
+        groups.append(Group(str(modes[q]), samples, scores))
     return groups
 
 
-def sampling_config(exp, config):
-    from vrrl_jax.sampling.sampler import SamplingConfig
-
-    return SamplingConfig(temperature=float(config.rl.temperature), top_p=float(config.rl.top_p),
-                          max_new_tokens=int(config.rl.max_new_tokens),
-                          stop_token_ids=(exp.token_ids.im_end_id,),
-                          suppressed_token_ids=_suppressed(exp))
-
-
-def _suppressed(exp) -> tuple[int, ...]:
-    t = exp.token_ids
-    return (t.image_token_id, t.video_token_id, t.vision_start_token_id, t.vision_end_token_id, t.pad_token_id,
-            t.im_start_id)
-
-
-def buffer_episodes(groups: Sequence[Group]) -> list[buffer_lib.Episode]:
-    out = []
-    for g in groups:
-        for s in g.samples:
-            out.append(buffer_lib.Episode(
-                mode=g.mode, finish_reason=s.finish_reason, map_spec=g.question.spec,
-                prompt_text=protocol.TASK_PROMPT, assistant_texts=list(s.turns),
-                feedback_texts=[protocol.FEEDBACK_TEXT] * len(s.feedback_images), map_image=g.question.map_image,
-                feedback_images=list(s.feedback_images)))
-    return out
+def as_row(t: rollout_lib.Trajectory) -> conversation.EncodedConversation:
+    return conversation.EncodedConversation(input_ids=t.tokens, assistant_mask=t.assistant_mask,
+                                            turn_index=t.turn_index, pixel_values=t.pixel_values,
+                                            image_grid_thw=t.image_grid_thw)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -167,11 +153,11 @@ def buffer_episodes(groups: Sequence[Group]) -> list[buffer_lib.Episode]:
 def build_update_batch(exp, config, groups: Sequence[Group], rng: np.random.Generator, num_rows: int):
     micro = int(config.rl.micro_batches)
     samples = [s for g in groups for s in g.samples]
-    rows = [s.encoded for s in samples]
+    rows = [as_row(s) for s in samples]
     padded = batching.pad_rows(rows, exp.token_ids.pad_token_id, num_rows=num_rows)
     n_real = len(samples)
     sample_modes = np.array([g.mode for g in groups for _ in g.samples] + ["normal"] * (num_rows - n_real))
-    num_turns = np.array([s.encoded.num_turns for s in samples] + [0] * (num_rows - n_real), np.int64)
+    num_turns = np.array([s.num_turns for s in samples] + [0] * (num_rows - n_real), np.int64)
     prefix_turns = np.array([s.num_prefix_turns for s in samples] + [0] * (num_rows - n_real), np.int64)
     mask, start_turn = modes_lib.loss_mask(padded.assistant_mask, padded.turn_index, num_turns, sample_modes,
                                            prefix_turns, mode_config(config), rng)
@@ -179,7 +165,7 @@ def build_update_batch(exp, config, groups: Sequence[Group], rng: np.random.Gene
     # Sampler log-probs, aligned with targets like the trainer's (token t+1 predicted at t).
     sample_logp = np.zeros(padded.input_ids.shape, np.float32)
     for b, s in enumerate(samples):
-        sample_logp[b, :len(s.sample_logp) - 1] = s.sample_logp[1:]
+        sample_logp[b, :len(s.log_probs) - 1] = s.log_probs[1:]
     rewards = np.concatenate([g.rewards["overall"] for g in groups])
     group_ids = np.concatenate([np.full(len(g.samples), i) for i, g in enumerate(groups)]
                                + [np.full(num_rows - n_real, -1)]).astype(np.int32)
@@ -241,7 +227,8 @@ def run_rl(exp, config, workdir: pathlib.Path, params, specs, state, buffer, pro
     rows_multiple = int(config.rl.micro_batches) * max(1, sampler.batch_multiple)
     results = {}
 
-    if progress.global_step == sft_steps and bool(config.eval.before_rl):
+    run_eval = len(config.eval.levels) > 0
+    if progress.global_step == sft_steps and bool(config.eval.before_rl) and run_eval:
         results["before_rl"] = eval_lib.evaluate(exp, config, state.params, workdir / "eval_before_rl",
                                                  sampler=sampler)
         writer.write(progress.global_step, {f"eval_before_rl/{k}": v for k, v in
@@ -271,7 +258,7 @@ def run_rl(exp, config, workdir: pathlib.Path, params, specs, state, buffer, pro
         kept = fill.groups
 
         # Step 4: buffer collection from every rollout of this step; advance its step.
-        collected = buffer.collect(buffer_episodes(drawn), step=rl_step_index)
+        collected = buffer.collect([t.buffer_episode(g.mode) for g in drawn for t in g.samples], step=rl_step_index)
         buffer.set_step(rl_step_index)
 
         m = {**_reward_metrics(drawn), **{f"filter/{k}": v for k, v in fill.metrics().items()},
@@ -316,6 +303,8 @@ def run_rl(exp, config, workdir: pathlib.Path, params, specs, state, buffer, pro
             ckpt.save(step, state, buffer.state_dict(), progress.to_json())
 
     ckpt.wait()
+    if not run_eval:
+        return results
     results["after_rl"] = eval_lib.evaluate(exp, config, state.params, workdir / "eval_after_rl", sampler=sampler)
     writer.write(progress.global_step, {f"eval_after_rl/{k}": v for k, v in
                                         eval_lib.headline(results["after_rl"]).items()})

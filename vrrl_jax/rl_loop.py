@@ -172,7 +172,8 @@ def build_update_batch(exp, config, groups: Sequence[Group], rng: np.random.Gene
     rewards = np.concatenate([rewards, np.zeros(num_rows - n_real)]).astype(np.float32)
     adv = np.asarray(advantages_lib.grpo_advantages(jnp.asarray(rewards), jnp.asarray(group_ids), len(groups)))
     inputs = rl_step.prepare_micro_batches(exp.model_config, padded.input_ids, padded.attention_mask,
-                                           padded.pixel_values, padded.image_grid_thw, micro)
+                                           padded.pixel_values, padded.image_grid_thw, micro,
+                                           patch_multiple=padded.patch_bucket(micro))
     host = dict(targets=rl_step.micro_batch_rows(targets, micro), loss_mask=rl_step.micro_batch_rows(target_mask, micro),
                 advantages=rl_step.micro_batch_rows(adv, micro), sample_logp=rl_step.micro_batch_rows(sample_logp, micro),
                 start_turn=start_turn[:n_real], modes=sample_modes[:n_real],

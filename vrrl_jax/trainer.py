@@ -65,7 +65,8 @@ def sft_batch(exp: experiment.Experiment, rows, num_rows: int, micro_batches: in
     padded = batching.pad_rows(rows, exp.token_ids.pad_token_id, num_rows=num_rows)
     targets, target_mask = rl_step.next_token_targets(padded.input_ids, padded.assistant_mask)
     inputs = rl_step.prepare_micro_batches(exp.model_config, padded.input_ids, padded.attention_mask,
-                                           padded.pixel_values, padded.image_grid_thw, micro_batches)
+                                           padded.pixel_values, padded.image_grid_thw, micro_batches,
+                                           patch_multiple=padded.patch_bucket(micro_batches))
     return sft_step_lib.SFTBatch(inputs=inputs, targets=rl_step.micro_batch_rows(targets, micro_batches),
                                  loss_mask=rl_step.micro_batch_rows(target_mask, micro_batches))
 

@@ -1,7 +1,8 @@
 """Ragged token rows -> one right-padded, static-shape batch (host side, numpy).
 
-Sequence lengths are rounded up to a bucket (a multiple of ``length_multiple``) so a run compiles a bounded number
-of update programs; padding tokens have attention_mask 0 and never carry loss.
+Sequence lengths and packed image patches are rounded up to geometric buckets (2^k and 1.5 * 2^k, the sampler's
+``geometric_bucket``) so a long run compiles a bounded number of update programs; padding tokens have
+attention_mask 0 and never carry loss.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import dataclasses
 from typing import Sequence
 
 import numpy as np
+
+from vrrl_jax.sampling.buckets import geometric_bucket
 
 
 @dataclasses.dataclass
@@ -21,15 +24,19 @@ class PaddedBatch:
     pixel_values: np.ndarray  # [patches, patch_dim] float32, rows' images in row order
     image_grid_thw: np.ndarray  # [n_images, 3]
     lengths: np.ndarray  # [B] real tokens per row
+    images_per_row: np.ndarray  # [B] images each row holds
+
+    def patch_bucket(self, num_micro_batches: int, minimum: int = 256) -> int:
+        """A patch count every micro-batch's packed images fit in (pass as ``patch_multiple``)."""
+        patches = np.prod(self.image_grid_thw, axis=1) if len(self.image_grid_thw) else np.zeros(0, np.int64)
+        per_row = np.zeros(len(self.lengths), np.int64)
+        row_of_image = np.repeat(np.arange(len(self.lengths)), self.images_per_row)
+        np.add.at(per_row, row_of_image, patches)
+        per_micro = per_row.reshape(num_micro_batches, -1).sum(axis=1)
+        return geometric_bucket(int(per_micro.max()), minimum, 16)
 
 
-def bucket_length(n: int, multiple: int) -> int:
-    if multiple < 1:
-        raise ValueError(f"length multiple must be >= 1, got {multiple}")
-    return max(multiple, -(-n // multiple) * multiple)
-
-
-def pad_rows(rows: Sequence, pad_id: int, length_multiple: int = 64, num_rows: int | None = None) -> PaddedBatch:
+def pad_rows(rows: Sequence, pad_id: int, min_length: int = 64, num_rows: int | None = None) -> PaddedBatch:
     """``rows``: objects with input_ids, assistant_mask, turn_index, pixel_values, image_grid_thw (1-D token
     arrays; e.g. ``EncodedConversation``). ``num_rows`` > len(rows) repeats the last row with no loss (its
     assistant_mask and turn_index zeroed), so batches divide evenly into micro-batches and devices."""
@@ -39,13 +46,14 @@ def pad_rows(rows: Sequence, pad_id: int, length_multiple: int = 64, num_rows: i
     num_rows = len(rows) if num_rows is None else num_rows
     if num_rows < len(rows):
         raise ValueError(f"num_rows={num_rows} is smaller than the {len(rows)} rows given")
-    length = bucket_length(max(len(r.input_ids) for r in rows), length_multiple)
+    length = geometric_bucket(max(len(r.input_ids) for r in rows), min_length, 16)
     input_ids = np.full((num_rows, length), pad_id, np.int32)
     attention_mask = np.zeros((num_rows, length), np.int32)
     assistant_mask = np.zeros((num_rows, length), np.int32)
     turn_index = np.full((num_rows, length), -1, np.int32)
     lengths = np.zeros(num_rows, np.int32)
     pixels, grids = [], []
+    images_per_row = np.zeros(num_rows, np.int64)
     for b in range(num_rows):
         row = rows[min(b, len(rows) - 1)]
         n = len(row.input_ids)
@@ -57,6 +65,7 @@ def pad_rows(rows: Sequence, pad_id: int, length_multiple: int = 64, num_rows: i
             turn_index[b, :n] = row.turn_index
         pixels.append(np.asarray(row.pixel_values, np.float32))
         grids.append(np.asarray(row.image_grid_thw, np.int64).reshape(-1, 3))
+        images_per_row[b] = len(grids[-1])
     return PaddedBatch(input_ids=input_ids, attention_mask=attention_mask, assistant_mask=assistant_mask,
                        turn_index=turn_index, pixel_values=np.concatenate(pixels, axis=0),
-                       image_grid_thw=np.concatenate(grids, axis=0), lengths=lengths)
+                       image_grid_thw=np.concatenate(grids, axis=0), lengths=lengths, images_per_row=images_per_row)

@@ -28,8 +28,9 @@ def _cmd(workdir):
     return [sys.executable, "-m", "vrrl_jax.train", *ARGS, "--workdir", str(workdir)]
 
 
-def _env():
+def _env(cache_dir):
     env = dict(os.environ)
+    env["VRRL_JAX_CACHE"] = str(cache_dir)  # shared by the three runs: only the first compiles
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
     env["JAX_PLATFORMS"] = "cpu"
     return env
@@ -47,10 +48,10 @@ def _stable(path):
 
 def test_killed_run_resumes_with_identical_metrics(tmp_path):
     straight = tmp_path / "straight"
-    subprocess.run(_cmd(straight), check=True, env=_env(), cwd=REPO, capture_output=True, timeout=900)
+    subprocess.run(_cmd(straight), check=True, env=_env(tmp_path / "xla_cache"), cwd=REPO, capture_output=True, timeout=900)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cmd(killed), env=_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(_cmd(killed), env=_env(tmp_path / "xla_cache"), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 600
     # Kill once an RL checkpoint (step > 2) is on disk, i.e. in the middle of the RL phase.
     while time.time() < deadline and proc.poll() is None:
@@ -61,7 +62,7 @@ def test_killed_run_resumes_with_identical_metrics(tmp_path):
     assert proc.poll() is None, "run finished before it could be killed: " + proc.stderr.read().decode()[-2000:]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    resumed = subprocess.run(_cmd(killed), env=_env(), cwd=REPO, capture_output=True, timeout=900)
+    resumed = subprocess.run(_cmd(killed), env=_env(tmp_path / "xla_cache"), cwd=REPO, capture_output=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr.decode()[-3000:]
     assert b"resumed from step" in resumed.stderr
 

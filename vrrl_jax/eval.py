@@ -155,6 +155,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    experiment.enable_compilation_cache()
     config = _load_config(args.config)
     params = _load_params(config, args.checkpoint)
     exp = experiment.build(config)

@@ -123,6 +123,19 @@ def initial_params(exp: Experiment, seed: int):
     return init_params(exp.model_config, jax.random.PRNGKey(seed))
 
 
+def enable_compilation_cache(path: str | None = None) -> str:
+    """Persistent XLA compilation cache: a restarted (resumed) or repeated run skips recompiling its programs.
+
+    Default ``$VRRL_JAX_CACHE`` or ``~/.cache/vrrl_jax/xla``.
+    """
+    path = path or os.environ.get("VRRL_JAX_CACHE") or str(pathlib.Path.home() / ".cache" / "vrrl_jax" / "xla")
+    pathlib.Path(path).mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
 def host_rng(seed: int, *parts: int) -> np.random.Generator:
     """A numpy generator determined by (seed, parts): host randomness of a step never depends on history, so a
     resumed run draws what an uninterrupted one would."""

@@ -48,8 +48,9 @@ def main(argv) -> None:
         _initialize_distributed()
     if FLAGS.config is None or FLAGS.workdir is None:
         raise app.UsageError("--config and --workdir are required")
-    from vrrl_jax import trainer
+    from vrrl_jax import experiment, trainer
 
+    experiment.enable_compilation_cache()
     trainer.run(FLAGS.config, FLAGS.workdir)
 
 

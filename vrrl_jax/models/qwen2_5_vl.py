@@ -131,10 +131,14 @@ class Attention(nn.Module):
       cache_value = kv_cache_lib.write_layer(cache_value, layer_index, inputs.write_slots, value)
       key, value = cache_key[layer_index], cache_value[layer_index]
       layer_kv = (cache_key, cache_value)
-    out = attention_lib.dot_product_attention(
-        query, key, value, query_segment_ids=inputs.query_segment_ids, kv_segment_ids=inputs.kv_segment_ids,
-        query_positions=inputs.query_positions, kv_positions=inputs.kv_positions, impl=cfg.attention_impl,
-        precision=cfg.matmul_precision)
+    if inputs.write_slots is None:  # no cache: the sequence against itself, positions = arange
+      out = attention_lib.self_attention(query, key, value, inputs.query_segment_ids, causal=True,
+                                         impl=cfg.attention_impl, precision=cfg.matmul_precision)
+    else:
+      out = attention_lib.dot_product_attention(
+          query, key, value, query_segment_ids=inputs.query_segment_ids, kv_segment_ids=inputs.kv_segment_ids,
+          query_positions=inputs.query_positions, kv_positions=inputs.kv_positions, impl=cfg.attention_impl,
+          precision=cfg.matmul_precision)
     out = dense(text.hidden_size, ("q_heads", "head_dim", "embed"), num_input_axes=2, use_bias=False, name="o_proj",
                 **kw)(out)
     return out, layer_kv
@@ -167,7 +171,7 @@ class TextModel(nn.Module):
   def setup(self):
     cfg, text = self.config, self.config.text
     self.embed_tokens = self.param(
-        "embed_tokens", nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")),
+        "embed_tokens", nn.with_logical_partitioning(KERNEL_INIT, ("vocab", "embed")),  # HF initializer_range
         (text.vocab_size, text.hidden_size), cfg.weight_dtype)
     layer_cls = DecoderLayer
     if cfg.remat_policy is not None:

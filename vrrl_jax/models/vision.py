@@ -46,6 +46,11 @@ def round_up(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
 
 
+def window_patches(vision: VisionConfig) -> int:
+  """Most patches in one attention window (a full window of window_merged^2 merged tokens)."""
+  return vision.window_merged**2 * vision.merge_unit
+
+
 def merge_block_positions(image_grid_thw: np.ndarray, merge: int) -> np.ndarray:
   """(row, col) of every patch [N, 2] in merge-block order, repeated for each frame."""
   positions = []
@@ -127,17 +132,30 @@ class VisionAttention(nn.Module):
   config: Qwen25VLConfig
 
   @nn.compact
-  def __call__(self, x, segment_ids, cos, sin):
+  def __call__(self, x, is_full_attention, window_segment_ids, frame_segment_ids, cos, sin):
+    """`is_full_attention`: a Python bool, or a traced one under nn.scan (then both kinds are compiled)."""
     cfg, vision = self.config, self.config.vision
     kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, precision=cfg.matmul_precision)
     qkv = dense((3, vision.num_heads, vision.head_dim), ("vision_embed", None, "vision_heads", "head_dim"),
                 use_bias=True, name="qkv", **kw)(x)  # [N, 3, H, hd]
     # Rotary in float32, as transformers does.
-    query = rope.apply_rotary(qkv[:, 0].astype(jnp.float32), cos, sin).astype(cfg.compute_dtype)
-    key = rope.apply_rotary(qkv[:, 1].astype(jnp.float32), cos, sin).astype(cfg.compute_dtype)
-    out = attention_lib.dot_product_attention(
-        query[None], key[None], qkv[None, :, 2], query_segment_ids=segment_ids[None],
-        kv_segment_ids=segment_ids[None], impl=cfg.attention_impl, precision=cfg.matmul_precision)[0]
+    query = rope.apply_rotary(qkv[:, 0].astype(jnp.float32), cos, sin).astype(cfg.compute_dtype)[None]
+    key = rope.apply_rotary(qkv[:, 1].astype(jnp.float32), cos, sin).astype(cfg.compute_dtype)[None]
+    value = qkv[None, :, 2]
+    attn_kw = dict(impl=cfg.attention_impl, precision=cfg.matmul_precision)
+
+    def frame_attention():  # whole frames: dense per block of queries
+      return attention_lib.self_attention(query, key, value, frame_segment_ids[None], causal=False, **attn_kw)
+
+    def window_attention():  # a window is at most window_patches consecutive patches
+      return attention_lib.local_attention(query, key, value, window_segment_ids[None],
+                                           chunk=window_patches(vision), **attn_kw)
+
+    if isinstance(is_full_attention, bool):
+      out = frame_attention() if is_full_attention else window_attention()
+    else:
+      out = jax.lax.cond(is_full_attention, frame_attention, window_attention)
+    out = out[0]
     return dense(vision.hidden_size, ("vision_heads", "head_dim", "vision_embed"), num_input_axes=2, use_bias=True,
                  name="proj", **kw)(out)
 
@@ -152,8 +170,8 @@ class VisionBlock(nn.Module):
     cfg, vision = self.config, self.config.vision
     cos, sin, window_segment_ids, frame_segment_ids = block_inputs
     norm = lambda name: RMSNorm(1e-6, cfg.compute_dtype, cfg.weight_dtype, name=name)
-    segment_ids = jnp.where(is_full_attention, frame_segment_ids, window_segment_ids)
-    x = x + VisionAttention(cfg, name="attn")(norm("norm1")(x), segment_ids, cos, sin)
+    x = x + VisionAttention(cfg, name="attn")(norm("norm1")(x), is_full_attention, window_segment_ids,
+                                              frame_segment_ids, cos, sin)
     mlp = GatedMlp(vision.hidden_size, vision.intermediate_size, use_bias=True, embed_axis="vision_embed",
                    mlp_axis="vision_mlp", dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
                    precision=cfg.matmul_precision, name="mlp")
@@ -199,6 +217,6 @@ class VisionTower(nn.Module):
       x, _ = blocks(x, jnp.asarray(full_flags), block_inputs)
     else:
       for i in range(vision.depth):
-        x, _ = block_cls(cfg, name=f"blocks_{i}")(x, jnp.asarray(full_flags[i]), block_inputs)
+        x, _ = block_cls(cfg, name=f"blocks_{i}")(x, bool(full_flags[i]), block_inputs)
     merged = PatchMerger(cfg, name="merger")(x)
     return merged[inputs.token_order]

@@ -223,7 +223,7 @@ def test_four_micro_batches_equal_one_batch_in_numpy_and_torch(setup, train_step
   print(f"[rl step] {mode}, 4 micro-batches vs one batch: loss vs numpy rel {loss_err:.2e} (torch's loss rel "
         f"{abs(torch_loss - expected_loss) / abs(expected_loss):.2e}); grad norm {grad_norm:.3f} vs torch rel "
         f"{norm_err:.2e}; AdamW update vs torch: max per-tensor rel {update_err:.2e}")
-  assert loss_err <= 1e-6
+  assert loss_err <= 1e-5  # log-probs come from our model vs torch: ~1e-6 relative apart
   assert grad_norm > OPTIMIZER.max_grad_norm  # clipping is active
   assert norm_err <= 1e-5
   assert update_err <= 2e-4

@@ -59,6 +59,7 @@ def self_attention(query: jax.Array, key: jax.Array, value: jax.Array, segment_i
   length, num_heads, num_kv_heads = query.shape[1], query.shape[2], key.shape[2]
   groups = num_heads // num_kv_heads
   index = jnp.arange(length, dtype=jnp.int32)
+  key, value = _heads_major(key), _heads_major(value)
   starts = range(0, length, block_size)
   outputs = []
   for q_start in starts:
@@ -70,8 +71,8 @@ def self_attention(query: jax.Array, key: jax.Array, value: jax.Array, segment_i
       mask = segment_ids[:, q_start:q_end, None] == segment_ids[:, None, k_start:k_end]
       if causal:
         mask &= index[None, None, k_start:k_end] <= index[None, q_start:q_end, None]
-      return mask, functools.partial(_attention_tile, q_block, _heads_major(key[:, k_start:k_end]),
-                                     _heads_major(value[:, k_start:k_end]), mask, groups, precision)
+      return mask, functools.partial(_attention_tile, q_block, key[:, :, k_start:k_end],
+                                     value[:, :, k_start:k_end], mask, groups, precision)
 
     if causal:
       parts = [tile(0, q_end)[1]()]
@@ -112,6 +113,7 @@ def _attention_tile(query, key, value, mask, groups, precision):
 
 
 def _combine_tiles(parts):
+  """Normalised attention output from the tiles of one query block (each rescaled to the common row max)."""
   if len(parts) == 1:
     out, _, row_sum = parts[0]
     return out / row_sum[..., None]

@@ -12,8 +12,9 @@ exactly 64 new tokens (no stop token; image and video pad tokens suppressed on b
     a large jnp reduction and copy);
   * for context, the compute roofline: a decode step at batch 16 is also 2 * 16 FLOPs per decode parameter of
     skinny matmuls, against the machine's large-matmul peak measured in the same run;
-  * a turn-2 continuation (a feedback segment with a new 224x224 image appended to the cache of each row, then one
-    token) vs re-prefilling the whole conversation (prompt + 64 tokens + the same segment, then one token).
+  * a turn-2 continuation (a feedback segment with a new 224x224 image and ~40 text tokens appended to the cache of
+    each row, then one token) vs re-prefilling the whole conversation (prompt + 64 tokens + the same segment, then
+    one token), with the ratio of their matmul FLOPs (the speedup a FLOP-bound machine can give).
 
   python bench/sampler_vs_hf.py            # the ~140M configuration (see BENCHMARKS.md)
   python bench/sampler_vs_hf.py --tiny     # tests/qwen_tiny.py's configuration
@@ -132,6 +133,20 @@ def matmul_peak_flops(size: int, repeats: int) -> float:
   return 2 * size**3 / min(best_time(lambda: matmul(a, a).block_until_ready(), 1)[0] for _ in range(repeats))
 
 
+def prefill_flops(config: Qwen25VLConfig, params, segments) -> float:
+  """Matmul FLOPs of prefilling `segments`: 2 per decoder-layer parameter per token, 2 per vision-block and
+  patch-embedding parameter per patch, 2 per merger parameter per merged token (attention scores left out)."""
+  count = lambda tree: sum(np.asarray(x).size for x in jax.tree.leaves(tree))
+  text = params["language_model"]
+  layer_params = count({k: v for k, v in text.items() if k.startswith("layers")})
+  vision = params["visual"]
+  merger_params = count(vision["merger"])
+  patch_params = count(vision) - merger_params
+  tokens = sum(len(s) for s in segments)
+  patches = sum(s.num_patches for s in segments)
+  return 2.0 * (layer_params * tokens + patch_params * patches + merger_params * patches / config.vision.merge_unit)
+
+
 def decode_param_bytes(params) -> int:
   """Bytes every decode step reads: decoder layers, final norm and LM head (embedding rows are negligible)."""
   text = params["language_model"]
@@ -245,6 +260,7 @@ def main():
       matmul_peak_gflop_per_s=round(peak_flops / 1e9, 1), compute_roofline_tokens_per_s=round(compute_roofline, 1),
       continuation_s=round(continuation_time, 3), reprefill_s=round(reprefill_time, 3),
       continuation_speedup=round(reprefill_time / continuation_time, 2),
+      continuation_flop_ratio=round(prefill_flops(config, params, whole) / prefill_flops(config, params, feedback), 2),
       max_prefill_patches=buckets.max_prefill_patches, programs=sampler.compile_log.counts)
   print(json.dumps(result))
 

@@ -4,6 +4,7 @@ Acceptance: max|ours - ref| / max|ref| over valid positions <= 1e-4 (measured ~1
 measured errors.
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -209,3 +210,31 @@ def test_image_sizes_in_one_bucket_compile_once(hf_untied):
     inputs = vision_lib.prepare_vision_inputs(pixels, np.array(grids), config.vision, patch_multiple=256)
     assert qt.rel_error(np.asarray(encode(params, inputs))[:len(ref)], ref) <= TOLERANCE
   assert len(traces) == 1
+
+
+@pytest.mark.parametrize("max_frame_patches", [None, 120], ids=["blocked_all_pairs", "banded"])
+def test_vision_tower_many_images_matches_transformers(hf_untied, max_frame_patches):
+  """Enough patches (648, padded to 768) that the full-attention blocks take their multi-block paths: the blocked
+  all-pairs loop (frame size unknown) and the band of 3 frame-sized chunks (max_frame_patches from the processor)."""
+  grids = [(1, 10, 12), (1, 8, 10), (1, 10, 12), (2, 4, 6), (1, 8, 10), (1, 10, 12), (1, 8, 10)]
+  pixels = qt.random_pixels(grids, np.random.default_rng(8))
+  config, params = convert(hf_untied)
+  config = dataclasses.replace(config, max_frame_patches=max_frame_patches)
+  with torch.no_grad():
+    ref = hf_untied.model.visual(torch.tensor(pixels), grid_thw=torch.tensor(grids)).pooler_output.numpy()
+  inputs = vision_lib.prepare_vision_inputs(pixels, np.array(grids), config.vision, patch_multiple=256,
+                                            max_frame_patches=max_frame_patches)
+  features = np.asarray(jitted_encode_images(config)({"params": params}, inputs))
+  err = qt.rel_error(features[:len(ref)], ref)
+  print(f"[parity] vision pooler, 7 images, max_frame_patches={max_frame_patches}: rel {err:.2e}")
+  assert err <= TOLERANCE
+
+
+def test_frame_larger_than_max_frame_patches_is_refused():
+  config = Qwen25VLConfig.from_hf(qt.tiny_config_dict())
+  grids = np.array([(1, 8, 10), (1, 10, 12)])
+  pixels = qt.random_pixels(grids.tolist(), np.random.default_rng(9))
+  with pytest.raises(ValueError, match="more than the model's max_frame_patches=100"):
+    vision_lib.prepare_vision_inputs(pixels, grids, config.vision, max_frame_patches=100)
+  with pytest.raises(ValueError, match="max_frame_patches must be None or an int"):
+    dataclasses.replace(config, max_frame_patches=2)

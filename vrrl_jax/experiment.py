@@ -97,11 +97,16 @@ def image_config_from(config) -> processor_lib.ImageProcessorConfig:
 def build(config: ml_collections.ConfigDict) -> Experiment:
     tokenizer = load_tokenizer(config)
     token_ids = tokenizer_lib.special_token_ids(tokenizer)
+    image_config = image_config_from(config)
     model_config = model_config_from(config, token_ids)
+    if model_config.max_frame_patches is None and "max_frame_patches" not in _to_dict(config.model_options):
+        # The processor never makes a frame larger than max_pixels, so the vision tower may rely on it.
+        model_config = dataclasses.replace(
+            model_config, max_frame_patches=image_config.max_pixels // image_config.patch_size**2)
     if model_config.image_token_id != token_ids.image_token_id:
         raise ValueError(f"model image_token_id {model_config.image_token_id} != tokenizer's "
                          f"<|image_pad|> id {token_ids.image_token_id}")
-    processor = processor_lib.ChatProcessor(tokenizer, image_config_from(config))
+    processor = processor_lib.ChatProcessor(tokenizer, image_config)
     mesh = mesh_lib.make_mesh(_to_dict(config.mesh))
     return Experiment(config=config, model_config=model_config, model=Qwen25VL(model_config), tokenizer=tokenizer,
                       processor=processor, token_ids=token_ids, mesh=mesh, rules=rules_lib.DEFAULT_RULES)

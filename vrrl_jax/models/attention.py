@@ -48,44 +48,72 @@ def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, *,
 def self_attention(query: jax.Array, key: jax.Array, value: jax.Array, segment_ids: jax.Array, *, causal: bool,
                    block_size: int = 256, impl: str = "xla", precision=None) -> jax.Array:
   """`dot_product_attention` of a sequence against itself (query_segment_ids = kv_segment_ids = segment_ids,
-  positions = arange(S) when causal), `block_size` queries at a time.
+  positions = arange(S) when causal), in (query block, key block) tiles of `block_size`.
 
-  Causal: a query block reads the keys up to its own end only (the upper triangle is never built).
-  Bidirectional: keys are taken in blocks too, and a (query block, key block) tile whose segments share nothing
-  (two images) is skipped at run time with lax.cond; the tiles' softmax statistics are combined at the end (as
-  in flash-decoding). Either way the [heads, queries, keys] temporaries stay small.
+  Query blocks run under lax.map and key blocks under a fori_loop, so the program's size does not grow with the
+  sequence (an unrolled tile grid took minutes to compile at a few thousand vision patches). A tile is skipped at
+  run time when causality or the segments rule it out: a key block is read only if its range of segment ids
+  overlaps the query block's (exact for contiguous segments such as frames, conservative otherwise). Tiles are
+  combined with an online softmax, so the [heads, queries, keys] temporaries stay one tile in size.
   """
   _check_impl(impl)
-  length, num_heads, num_kv_heads = query.shape[1], query.shape[2], key.shape[2]
+  batch, length, num_heads, head_dim = query.shape
+  num_kv_heads = key.shape[2]
   groups = num_heads // num_kv_heads
-  index = jnp.arange(length, dtype=jnp.int32)
-  key, value = _heads_major(key), _heads_major(value)
-  starts = range(0, length, block_size)
-  outputs = []
-  for q_start in starts:
-    q_end = min(q_start + block_size, length)
-    # Slicing along the sequence before changing the layout lets XLA do both in one copy.
-    q_block = _stack_query_heads(query[:, q_start:q_end], num_kv_heads)
-
-    def tile(k_start, k_end):
-      mask = segment_ids[:, q_start:q_end, None] == segment_ids[:, None, k_start:k_end]
-      if causal:
-        mask &= index[None, None, k_start:k_end] <= index[None, q_start:q_end, None]
-      return mask, functools.partial(_attention_tile, q_block, key[:, :, k_start:k_end],
-                                     value[:, :, k_start:k_end], mask, groups, precision)
-
+  if length <= block_size:
+    mask = segment_ids[:, :, None] == segment_ids[:, None, :]
     if causal:
-      parts = [tile(0, q_end)[1]()]
-    else:
-      parts = []
-      for k_start in starts:
-        mask, compute = tile(k_start, min(k_start + block_size, length))
-        if k_start == q_start:  # the diagonal tile holds each query's own key: never empty
-          parts.append(compute())
-        else:
-          parts.append(jax.lax.cond(jnp.any(mask), compute, functools.partial(_empty_tile, q_block)))
-    outputs.append(_unstack_query_heads(_combine_tiles(parts).astype(value.dtype), num_heads))
-  return jnp.concatenate(outputs, axis=1) if len(outputs) > 1 else outputs[0]
+      mask &= jnp.tril(jnp.ones((length, length), bool))[None]
+    return _masked_attention(query, _heads_major(key), _heads_major(value), mask, precision)
+
+  num_blocks = -(-length // block_size)
+  pad = num_blocks * block_size - length
+  pad_seq = lambda x, fill=0: jnp.pad(x, ((0, 0), (0, pad)) + ((0, 0),) * (x.ndim - 2), constant_values=fill)
+  # Padding queries get a segment of their own: they see only padding keys (finite output, sliced off).
+  segments = pad_seq(segment_ids, _PAD_SEGMENT).reshape(batch, num_blocks, block_size)
+  key, value = _heads_major(pad_seq(key)), _heads_major(pad_seq(value))  # [B, KV, S', hd]
+  query_blocks = _stack_query_heads(pad_seq(query), num_kv_heads)  # [B, KV, G * S', hd], head-major per block
+  query_blocks = query_blocks.reshape(batch, num_kv_heads, groups, num_blocks, block_size, head_dim)
+  query_blocks = query_blocks.transpose(3, 0, 1, 2, 4, 5).reshape(
+      num_blocks, batch, num_kv_heads, groups * block_size, head_dim)
+
+  low, high = segments.min(axis=-1), segments.max(axis=-1)  # [B, blocks]
+  needed = jnp.any((low[:, :, None] <= high[:, None, :]) & (low[:, None, :] <= high[:, :, None]), axis=0)
+  index = jnp.arange(num_blocks)
+  if causal:
+    needed &= index[None, :] <= index[:, None]
+  offsets = jnp.arange(block_size, dtype=jnp.int32)
+
+  def query_block(args):
+    i, q_block = args
+    q_segments = jax.lax.dynamic_index_in_dim(segments, i, axis=1, keepdims=False)  # [B, block]
+
+    def key_block(j, carry):
+      def compute(carry):
+        out, row_max, row_sum = carry
+        k_start = j * block_size
+        k_block = jax.lax.dynamic_slice_in_dim(key, k_start, block_size, axis=2)
+        v_block = jax.lax.dynamic_slice_in_dim(value, k_start, block_size, axis=2)
+        k_segments = jax.lax.dynamic_index_in_dim(segments, j, axis=1, keepdims=False)
+        mask = q_segments[:, :, None] == k_segments[:, None, :]
+        if causal:
+          mask &= (k_start + offsets)[None, None, :] <= (i * block_size + offsets)[None, :, None]
+        tile_out, tile_max, tile_sum = _attention_tile(q_block, k_block, v_block, mask, groups, precision)
+        new_max = jnp.maximum(row_max, tile_max)
+        old_weight, tile_weight = jnp.exp(row_max - new_max), jnp.exp(tile_max - new_max)
+        return (out * old_weight[..., None] + tile_out * tile_weight[..., None], new_max,
+                row_sum * old_weight + tile_sum * tile_weight)
+
+      return jax.lax.cond(needed[i, j], compute, lambda carry: carry, carry)
+
+    init = _empty_tile(q_block)
+    out, _, row_sum = jax.lax.fori_loop(0, num_blocks, key_block, init)
+    return (out / row_sum[..., None]).astype(value.dtype)
+
+  out = jax.lax.map(query_block, (index, query_blocks))  # [blocks, B, KV, G * block, hd]
+  out = out.reshape(num_blocks, batch, num_kv_heads, groups, block_size, head_dim).transpose(1, 2, 3, 0, 4, 5)
+  out = out.reshape(batch, num_kv_heads, groups * num_blocks * block_size, head_dim)
+  return _unstack_query_heads(out, num_heads)[:, :length]
 
 
 def _empty_tile(query):

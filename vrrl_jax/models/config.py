@@ -95,6 +95,10 @@ class Qwen25VLConfig:
   scan_layers: bool = False  # nn.scan over decoder layers and over vision blocks
   attention_impl: str = "xla"
   precision: str = "default"  # matmul precision; "highest" for fp32 parity on GPU/TPU
+  # Most patches in one image frame, when the image processor bounds it (max_pixels / patch_size^2). Then the
+  # vision tower's full-attention blocks attend within a band of 3 chunks of this size (cheap, and the program
+  # does not grow with the number of images); inputs with a larger frame are refused. None: any frame size.
+  max_frame_patches: int | None = None
 
   def __post_init__(self):
     validate(self)
@@ -160,6 +164,9 @@ def validate(config: Qwen25VLConfig) -> None:
          f"attention_impl must be one of {_ATTENTION_IMPLS}, got {config.attention_impl!r}")
   _check(config.remat_policy is None or hasattr(jax.checkpoint_policies, config.remat_policy),
          f"remat_policy {config.remat_policy!r} is not a jax.checkpoint_policies name")
+  _check(config.max_frame_patches is None or (isinstance(config.max_frame_patches, int)
+                                               and config.max_frame_patches >= vision.merge_unit),
+         f"max_frame_patches must be None or an int >= {vision.merge_unit}, got {config.max_frame_patches!r}")
 
 
 def _check(condition: bool, message: str) -> None:

@@ -90,7 +90,8 @@ def prepare_inputs(config: Qwen25VLConfig, input_ids, attention_mask=None, pixel
     if int(is_image.sum()) != num_features:
       raise ValueError(f"image features and image tokens do not match: {int(is_image.sum())} image tokens, "
                        f"{num_features} features from image_grid_thw")
-    vision = prepare_vision_inputs(pixel_values, image_grid_thw, config.vision, patch_multiple)
+    vision = prepare_vision_inputs(pixel_values, image_grid_thw, config.vision, patch_multiple,
+                                   config.max_frame_patches)
   elif is_image.any():
     raise ValueError(f"input_ids hold {int(is_image.sum())} image tokens but no pixel_values were given")
 

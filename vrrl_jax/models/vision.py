@@ -85,11 +85,12 @@ def window_index(image_grid_thw: np.ndarray, vision: VisionConfig) -> tuple[np.n
 
 
 def prepare_vision_inputs(pixel_values: np.ndarray, image_grid_thw: np.ndarray, vision: VisionConfig,
-                          patch_multiple: int = 256) -> VisionInputs:
+                          patch_multiple: int = 256, max_frame_patches: int | None = None) -> VisionInputs:
   """Packs the processor's `pixel_values` / `image_grid_thw` into static-shape VisionInputs.
 
   The patch count is padded up to a multiple of `patch_multiple` (itself a multiple of merge_unit), so every batch
-  whose images total the same bucket reuses one compiled program.
+  whose images total the same bucket reuses one compiled program. `max_frame_patches` (the model config's) is
+  checked here: the banded full attention would silently drop keys of a larger frame.
   """
   pixel_values = np.asarray(pixel_values, np.float32)
   grid = np.asarray(image_grid_thw, np.int64).reshape(-1, 3)
@@ -101,6 +102,10 @@ def prepare_vision_inputs(pixel_values: np.ndarray, image_grid_thw: np.ndarray, 
   if np.any(grid[:, 1:] % merge):
     raise ValueError(f"grid h and w must be multiples of spatial_merge_size={merge}, got {grid.tolist()}")
   num_patches = int(np.prod(grid, axis=1).sum())
+  if max_frame_patches is not None and np.any(grid[:, 1] * grid[:, 2] > max_frame_patches):
+    raise ValueError(f"an image frame has {int(np.max(grid[:, 1] * grid[:, 2]))} patches, more than the model's "
+                     f"max_frame_patches={max_frame_patches} (image_grid_thw {grid.tolist()}); resize the images "
+                     "(image processor max_pixels) or raise max_frame_patches")
   if pixel_values.shape != (num_patches, vision.patch_dim):
     raise ValueError(f"pixel_values shape {pixel_values.shape} does not match image_grid_thw "
                      f"({num_patches} patches of {vision.patch_dim} values)")
@@ -144,7 +149,10 @@ class VisionAttention(nn.Module):
     value = qkv[None, :, 2]
     attn_kw = dict(impl=cfg.attention_impl, precision=cfg.matmul_precision)
 
-    def frame_attention():  # whole frames: dense per block of queries
+    def frame_attention():  # whole frames
+      if cfg.max_frame_patches is not None:  # a frame lies within its chunk and the two beside it
+        return attention_lib.local_attention(query, key, value, frame_segment_ids[None],
+                                             chunk=round_up(cfg.max_frame_patches, vision.merge_unit), **attn_kw)
       return attention_lib.self_attention(query, key, value, frame_segment_ids[None], causal=False, **attn_kw)
 
     def window_attention():  # a window is at most window_patches consecutive patches

@@ -178,7 +178,8 @@ def main():
     ids = dict(image=IMAGE_TOKEN_ID, start=VISION_START_ID, end=VISION_END_ID)
     grid, text_before, text_after = (1, 16, 16), 18, 18
   hf_model = build_hf_model(raw, args.seed)
-  config = Qwen25VLConfig.from_hf(hf_model.config)
+  # Every image here is one frame of grid[1] x grid[2] patches: the bound an image processor's max_pixels gives.
+  config = Qwen25VLConfig.from_hf(hf_model.config, max_frame_patches=grid[1] * grid[2])
   params = jax.device_put(hf_ckpt.params_from_state_dict(hf_model.state_dict(), config))
   rng = np.random.default_rng(args.seed)
   prompts = make_segments(rng, grid, text_before, text_after, ids)

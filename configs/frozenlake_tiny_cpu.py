@@ -37,8 +37,9 @@ def get_config():
   c.optimizer = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, grad_clip_norm=1.0, warmup_steps=0)
 
   # Multi-turn SFT warm start on synthetic reflection transcripts.
-  c.sft = dict(steps=300, batch_size=16, micro_batches=1, learning_rate=3e-3, transcripts=dict(
-      p_correct_first=0.4, p_another_wrong=0.2, max_wrong_routes=2))
+  # One wrong route at most keeps every transcript within the 256-token bucket (two double the step time).
+  c.sft = dict(steps=150, batch_size=16, micro_batches=1, learning_rate=3e-3, transcripts=dict(
+      p_correct_first=0.4, p_another_wrong=0.2, max_wrong_routes=1))
 
   # VRRL RL (VRRL_SPEC sections 3-4) at toy scale.
   c.rl = dict(

@@ -106,8 +106,9 @@ def rollout_config(config, *, greedy: bool = False, max_turns: int | None = None
 
 
 def draw_groups(exp, config, sampler, params, examples, buffer, progress, rng: np.random.Generator, key,
-                reward_config: rewards_lib.RewardConfig) -> list[Group]:
-    """Steps 1-3 of one draw: prompts, modes, buffer entries, rollout, rewards."""
+                reward_config: rewards_lib.RewardConfig, timings: dict | None = None) -> list[Group]:
+    """Steps 1-3 of one draw: prompts, modes, buffer entries, rollout, rewards. Seconds spent scoring are added to
+    ``timings["reward"]`` when given."""
     num_q, n = int(config.rl.prompts_per_step), int(config.rl.samples_per_prompt)
     idx = prompt_indices(int(config.seed), len(examples), progress.prompts_consumed, num_q)
     old_epoch = progress.prompts_consumed // len(examples)
@@ -127,6 +128,7 @@ def draw_groups(exp, config, sampler, params, examples, buffer, progress, rng: n
         openings.append(FORCED_THINK if entry is not None and entry.is_wrong else None)
     trajectories = rollout_lib.rollout(sampler, exp.processor, params, specs, n, prefixes=prefixes,
                                        forced_openings=openings, config=rollout_config(config), rng=key)
+    t0 = time.perf_counter()
     groups = []
     for q in range(num_q):
         samples = trajectories[q * n:(q + 1) * n]
@@ -137,6 +139,8 @@ def draw_groups(exp, config, sampler, params, examples, buffer, progress, rng: n
             prefix_buffer_num_turns=entry.num_route_turns if entry is not None else 0)] * n
         scores = rewards_lib.score_batch([t.turns for t in samples], [t.spec for t in samples], reward_config, fields)
         groups.append(Group(str(modes[q]), samples, scores))
+    if timings is not None:
+        timings["reward"] = timings.get("reward", 0.0) + time.perf_counter() - t0
     return groups
 
 
@@ -241,17 +245,18 @@ def run_rl(exp, config, workdir: pathlib.Path, params, specs, state, buffer, pro
         t_start = time.perf_counter()
         rng = experiment.host_rng(seed, RL_TAG, step)
         key = jax.random.fold_in(jax.random.PRNGKey(seed), step)
-        timings = {"rollout": 0.0}
+        timings = {"rollout": 0.0, "reward": 0.0}
 
         # Steps 1-3: draw, roll out, reward, filter (refill up to the try limit).
         drawn: list[Group] = []
 
         def draw():
             t0 = time.perf_counter()
+            reward_before = timings["reward"]
             groups = draw_groups(exp, config, sampler, state.params, examples, buffer, progress, rng,
-                                 jax.random.fold_in(key, len(drawn)), reward_config)
+                                 jax.random.fold_in(key, len(drawn)), reward_config, timings)
             drawn.extend(groups)
-            timings["rollout"] += time.perf_counter() - t0
+            timings["rollout"] += time.perf_counter() - t0 - (timings["reward"] - reward_before)
             return groups
 
         fill = filtering_lib.fill_groups(draw, lambda g: g.rewards["overall"], int(config.rl.prompts_per_step),

@@ -19,8 +19,10 @@ import argparse
 import datetime
 import json
 import os
+import pathlib
 import platform
 import statistics
+import sys
 import time
 
 import jax
@@ -31,6 +33,9 @@ from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 from vrrl_jax.checkpoints import hf as hf_ckpt
 from vrrl_jax.models import Qwen25VL, Qwen25VLConfig, prepare_inputs
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
+import qwen_tiny  # noqa: E402  (its reinit: the tests' O(1)-activation random weights)
 
 VOCAB = 32000
 IMAGE_TOKEN_ID, VIDEO_TOKEN_ID, VISION_START_ID, VISION_END_ID = VOCAB - 4, VOCAB - 3, VOCAB - 2, VOCAB - 1
@@ -55,23 +60,12 @@ TEXT_RUNS = [200, 100, 184]
 
 
 def build_hf_model(seed: int, attn_implementation: str):
-  """Random weights scaled so activations stay O(1) (N(0, 1/fan_in) weights), which makes relative errors
-  meaningful; transformers' default init (std 0.02) shrinks the signal layer by layer."""
+  """Random weights scaled so activations stay O(1) (`qwen_tiny.reinit`: N(0, 1/fan_in) weights), which makes
+  relative errors meaningful; transformers' default init (std 0.02) shrinks the signal layer by layer."""
   config = Qwen2_5_VLConfig(**HF_CONFIG)
   torch.manual_seed(seed)
   model = Qwen2_5_VLForConditionalGeneration._from_config(config, attn_implementation=attn_implementation).eval()
-  generator = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for name, param in model.named_parameters():
-      noise = torch.randn(param.shape, generator=generator)
-      if name.endswith("embed_tokens.weight"):
-        param.copy_(noise)
-      elif "norm" in name or "ln_q" in name:
-        param.copy_(1.0 + 0.1 * noise)
-      elif name.endswith("bias"):
-        param.copy_(0.1 * noise)
-      else:
-        param.copy_(noise / np.sqrt(np.prod(param.shape[1:])))
+  qwen_tiny.reinit(model, seed)
   return model
 
 

@@ -44,27 +44,11 @@ from vrrl_jax.sampling.sampler import Sampler, SamplingConfig, Segment
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
 import qwen_tiny  # noqa: E402  (the tiny test configuration)
+from forward_vs_hf import HF_CONFIG as CONFIG_140M  # noqa: E402  (the forward benchmark's ~140M model)
+from forward_vs_hf import IMAGE_TOKEN_ID, PATCH_DIM, VISION_END_ID, VISION_START_ID  # noqa: E402
 
 BATCH = 16
 NEW_TOKENS = 64
-VOCAB = 32000
-IMAGE_TOKEN_ID, VIDEO_TOKEN_ID, VISION_START_ID, VISION_END_ID = VOCAB - 4, VOCAB - 3, VOCAB - 2, VOCAB - 1
-PATCH_DIM = 3 * 2 * 14 * 14
-
-CONFIG_140M = dict(
-    model_type="qwen2_5_vl",
-    text_config=dict(vocab_size=VOCAB, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
-                     num_attention_heads=12, num_key_value_heads=4, rms_norm_eps=1e-6, max_position_embeddings=4096,
-                     hidden_act="silu",
-                     rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [8, 12, 12]},
-                     bos_token_id=None, eos_token_id=None, pad_token_id=None),
-    vision_config=dict(depth=6, hidden_size=384, intermediate_size=1024, num_heads=6, hidden_act="silu",
-                       in_channels=3, patch_size=14, temporal_patch_size=2, spatial_merge_size=2, window_size=112,
-                       fullatt_block_indexes=[2, 5], out_hidden_size=768, tokens_per_second=2),
-    image_token_id=IMAGE_TOKEN_ID, video_token_id=VIDEO_TOKEN_ID, vision_start_token_id=VISION_START_ID,
-    vision_end_token_id=VISION_END_ID, tie_word_embeddings=False)
-
-
 def build_hf_model(raw_config: dict, seed: int):
   """Random weights with O(1) activations (N(0, 1/fan_in)), so greedy tokens are not degenerate."""
   config = Qwen2_5_VLConfig(**raw_config)

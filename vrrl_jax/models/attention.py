@@ -14,7 +14,6 @@ The blocked forms keep the [heads, queries, keys] temporaries small; on CPU that
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -117,7 +116,7 @@ def self_attention(query: jax.Array, key: jax.Array, value: jax.Array, segment_i
 
 
 def _empty_tile(query):
-  """What `_attention_tile` gives for a tile with no unmasked key: nothing, with weight 0 after combining."""
+  """The online softmax's starting state (no key seen yet): it gets weight 0 once a real key is combined in."""
   return (jnp.zeros(query.shape, jnp.float32), jnp.full(query.shape[:-1], _MASKED_LOGIT, jnp.float32),
           jnp.zeros(query.shape[:-1], jnp.float32))
 
@@ -138,17 +137,6 @@ def _attention_tile(query, key, value, mask, groups, precision):
   out = jnp.einsum("bkqs,bksd->bkqd", probs.astype(value.dtype), value, precision=precision,
                    preferred_element_type=jnp.float32)
   return out, row_max, row_sum
-
-
-def _combine_tiles(parts):
-  """Normalised attention output from the tiles of one query block (each rescaled to the common row max)."""
-  if len(parts) == 1:
-    out, _, row_sum = parts[0]
-    return out / row_sum[..., None]
-  row_max = functools.reduce(jnp.maximum, [m for _, m, _ in parts])
-  weights = [jnp.exp(m - row_max) for _, m, _ in parts]
-  out = sum(w[..., None] * o for w, (o, _, _) in zip(weights, parts))
-  return out / sum(w * l for w, (_, _, l) in zip(weights, parts))[..., None]
 
 
 def local_attention(query: jax.Array, key: jax.Array, value: jax.Array, segment_ids: jax.Array, *, chunk: int,
@@ -207,6 +195,6 @@ def _unstack_query_heads(out: jax.Array, num_heads: int) -> jax.Array:
 def _masked_attention(query, key, value, mask, precision):
   """query [B, Sq, H, hd]; key, value [B, KV, Sk, hd] (heads major); mask [B, Sq, Sk] -> [B, Sq, H, hd]."""
   num_heads, num_kv_heads = query.shape[2], key.shape[1]
-  tile = _attention_tile(_stack_query_heads(query, num_kv_heads), key, value, mask, num_heads // num_kv_heads,
-                         precision)
-  return _unstack_query_heads(_combine_tiles([tile]).astype(value.dtype), num_heads)
+  out, _, row_sum = _attention_tile(_stack_query_heads(query, num_kv_heads), key, value, mask,
+                                    num_heads // num_kv_heads, precision)
+  return _unstack_query_heads((out / row_sum[..., None]).astype(value.dtype), num_heads)

@@ -38,13 +38,18 @@ def get_config():
 
   # Multi-turn SFT warm start on synthetic reflection transcripts.
   # One wrong route at most keeps every transcript within the 256-token bucket (two double the step time).
-  c.sft = dict(steps=150, batch_size=16, micro_batches=1, learning_rate=3e-3, transcripts=dict(
-      p_correct_first=0.4, p_another_wrong=0.2, max_wrong_routes=1))
+  # min_length / min_patches: shape floors, so every SFT batch (<= 3 images of <= 100 patches per row) shares one
+  # compiled step instead of one per patch bucket.
+  c.sft = dict(steps=150, batch_size=16, micro_batches=1, learning_rate=3e-3, min_length=256, min_patches=6144,
+               transcripts=dict(p_correct_first=0.4, p_another_wrong=0.2, max_wrong_routes=1))
 
   # VRRL RL (VRRL_SPEC sections 3-4) at toy scale.
   c.rl = dict(
       steps=20, prompts_per_step=8, samples_per_prompt=4, micro_batches=1, learning_rate=1e-4,
       max_turns=4, max_new_tokens=48, temperature=1.0, top_p=1.0,
+      # Update-batch shape floors: most steps share one compiled update and log-prob program (a cold run compiled
+      # ten, 10-18 s each, when every rows x length x patches bucket got its own).
+      update_min_rows=8, update_min_length=384, update_min_patches=4096,
       mode_weights=dict(normal=0.0, random_start=0.6, prefix_buffer=0.4),
       random_start_turn_min=0, mask_all_until_final=False, mask_buffer_prefix=True,
       buffer=dict(capacity=500, max_per_question=3, max_staleness_steps=50, min_size=8, wrong_ratio=0.9,
@@ -55,6 +60,10 @@ def get_config():
       reward=dict(lambda_deg=0.5, reflect_weight=0.9, reflect_lower_clip=0.0, em_reflect_bonus_weight=0.1,
                   em_reflect_step_discount=1.0, step_cost=0.01, correct_value=1.0, min_turns=1,
                   pr_overshoot_zero=True))
+
+  # Sampler shape buckets (sampling.buckets.Buckets): fewer, larger buckets compile fewer programs; at this size
+  # the padding costs less than the compiles.
+  c.sampler = dict(min_batch=8, min_cache=256, min_patches_per_row=100)
 
   c.eval = dict(levels=(3, 4, 5, 6, 7), maps_per_level=16, max_turns=10, max_new_tokens=48, batch_size=32,
                 before_rl=True, gallery_episodes=24)

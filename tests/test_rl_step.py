@@ -236,6 +236,40 @@ def test_four_micro_batches_equal_one_batch_in_numpy_and_torch(setup, train_step
   assert metrics["lr"] == pytest.approx(OPTIMIZER.learning_rate)
 
 
+def test_shape_floor_padding_leaves_the_update_unchanged(setup, train_steps):
+  """The trainer's shape floors (``rl.update_min_rows/length/patches``) pad an update with filler rows (a copy of
+  a row, no loss, no advantage), right-padded positions and padding patches; the update must be the same."""
+  state = new_state(setup)
+  before = host(state)
+  _, ref_metrics = train_steps[loss_lib.TOKEN_MEAN](new_state(setup), make_batch(setup, 1))
+  reference = host(_)
+  rows, extra_rows, extra_len = len(ROWS), 4, 7
+  pad_cols = lambda a: np.pad(a, ((0, extra_rows), (0, extra_len)))
+  ids = pad_cols(setup["ids"])
+  ids[rows:, :setup["ids"].shape[1]] = setup["ids"][0]  # filler rows repeat row 0 (and its image)
+  attention = pad_cols(setup["attention"])
+  attention[rows:, :setup["attention"].shape[1]] = setup["attention"][0]
+  first_row_images = sum(isinstance(p, tuple) for p in ROWS[0])
+  grids = np.concatenate([setup["grids"]] + [setup["grids"][:first_row_images]] * extra_rows)
+  first_row_patches = int(np.prod(setup["grids"][:first_row_images], axis=1).sum())
+  pixels = np.concatenate([setup["pixels"]] + [setup["pixels"][:first_row_patches]] * extra_rows)
+  inputs = step_lib.prepare_micro_batches(setup["config"], ids, attention, pixels, grids, 1, patch_multiple=512)
+  one = lambda a: a[None]
+  batch = step_lib.RLBatch(inputs=inputs, targets=one(pad_cols(setup["targets"])),
+                           loss_mask=one(pad_cols(setup["loss_mask"])),
+                           advantages=one(np.pad(setup["advantages"], (0, extra_rows))),
+                           old_logp=one(pad_cols(setup["old_logp"])), ref_logp=one(pad_cols(setup["ref_logp"])))
+  assert inputs.vision.pixel_values.shape[1] == 512 > pixels.shape[0]
+  padded, metrics = train_steps[loss_lib.TOKEN_MEAN](state, batch)
+  padded = host(padded)
+  for key in ("loss", "grad_norm", "n_tokens", "n_seqs", "entropy"):
+    assert float(metrics[key]) == pytest.approx(float(ref_metrics[key]), rel=1e-5), key
+  update_err = max_rel_error(jax.tree.map(np.subtract, padded.params, before.params),
+                             jax.tree.map(np.subtract, reference.params, before.params))
+  print(f"[rl step] padded to {ids.shape} + 512 patches vs unpadded: update max per-tensor rel {update_err:.2e}")
+  assert update_err <= 1e-4
+
+
 def test_nonfinite_loss_skips_the_update(setup, train_steps):
   train = train_steps[loss_lib.TOKEN_MEAN]
   state = new_state(setup)

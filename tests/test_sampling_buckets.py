@@ -37,3 +37,33 @@ def test_compile_log_counts_programs_per_function():
   assert log.record("decode", (8, 128)) and not log.record("decode", (8, 128))
   assert log.record("decode", (8, 256)) and log.record("append", (8, 32))
   assert log.counts == {"decode": 2, "append": 1} and log.total == 3
+
+
+def test_min_patches_per_row_makes_the_patch_bucket_follow_the_batch():
+  buckets = Buckets(min_patches_per_row=100)
+  # 16 rows of which 3, 9 or 16 carry a 100-patch image this turn: one bucket, sized for the whole batch.
+  assert {buckets.patches(n * 100, 4, rows=16) for n in (3, 9, 16)} == {geometric_bucket(1600, 64, 4)}
+  assert buckets.patches(2000, 4, rows=16) == geometric_bucket(2000, 64, 4)  # more than one image a row: grows
+  assert Buckets().patches(300, 4, rows=16) == geometric_bucket(300, 64, 4)  # default 0: patch count only
+
+
+@pytest.mark.parametrize("field, value", [("min_batch", 0), ("min_cache", -1), ("min_patches_per_row", -1),
+                                          ("max_prefill_patches", 0), ("min_chunk", 2.5), ("min_batch", True)])
+def test_buckets_reject_bad_fields(field, value):
+  with pytest.raises(ValueError, match=field):
+    Buckets(**{field: value})
+
+
+def test_config_sections_are_checked():
+  import ml_collections
+
+  from vrrl_jax import experiment
+
+  config = ml_collections.ConfigDict({"sampler": {"min_cache": 256, "min_cahce": 512}})
+  with pytest.raises(ValueError, match="min_cahce"):
+    experiment.make_sampler(None, config)
+  section = ml_collections.ConfigDict({"update_min_rows": 0, "min_length": 384})
+  with pytest.raises(ValueError, match="update_min_rows"):
+    experiment.shape_floor(section, "update_min_rows", 1)
+  assert experiment.shape_floor(section, "min_length", 64) == 384
+  assert experiment.shape_floor(section, "min_patches", 256) == 256  # absent: the default

@@ -93,10 +93,8 @@ def grounding_probe(exp, config, sampler, params, examples, trajectories) -> dic
 
 def evaluate(exp, config, params, outdir: pathlib.Path, *, sampler=None) -> dict:
     """Greedy episodes on the eval maps -> metrics dict (also written to ``outdir/metrics.json``) and gallery."""
-    from vrrl_jax.sampling.sampler import Sampler
-
     outdir = pathlib.Path(outdir)
-    sampler = sampler or Sampler(exp.model_config, pad_token_id=exp.token_ids.pad_token_id, mesh=exp.mesh)
+    sampler = sampler or experiment.make_sampler(exp, config)
     examples = _eval_examples(config)
     max_turns = int(config.eval.max_turns)
     trajectories = [None] * len(examples)

@@ -158,7 +158,8 @@ def build_update_batch(exp, config, groups: Sequence[Group], rng: np.random.Gene
     micro = int(config.rl.micro_batches)
     samples = [s for g in groups for s in g.samples]
     rows = [as_row(s) for s in samples]
-    padded = batching.pad_rows(rows, exp.token_ids.pad_token_id, num_rows=num_rows)
+    padded = batching.pad_rows(rows, exp.token_ids.pad_token_id, num_rows=num_rows,
+                               min_length=experiment.shape_floor(config.rl, "update_min_length", 64))
     n_real = len(samples)
     sample_modes = np.array([g.mode for g in groups for _ in g.samples] + ["normal"] * (num_rows - n_real))
     num_turns = np.array([s.num_turns for s in samples] + [0] * (num_rows - n_real), np.int64)
@@ -177,11 +178,12 @@ def build_update_batch(exp, config, groups: Sequence[Group], rng: np.random.Gene
     adv = np.asarray(advantages_lib.grpo_advantages(jnp.asarray(rewards), jnp.asarray(group_ids), len(groups)))
     inputs = rl_step.prepare_micro_batches(exp.model_config, padded.input_ids, padded.attention_mask,
                                            padded.pixel_values, padded.image_grid_thw, micro,
-                                           patch_multiple=padded.patch_bucket(micro))
+                                           patch_multiple=padded.patch_bucket(
+                                               micro, experiment.shape_floor(config.rl, "update_min_patches", 256)))
     host = dict(targets=rl_step.micro_batch_rows(targets, micro), loss_mask=rl_step.micro_batch_rows(target_mask, micro),
                 advantages=rl_step.micro_batch_rows(adv, micro), sample_logp=rl_step.micro_batch_rows(sample_logp, micro),
                 start_turn=start_turn[:n_real], modes=sample_modes[:n_real],
-                num_tokens=int(padded.attention_mask.sum()))
+                num_tokens=int(padded.attention_mask[:n_real].sum()))
     return inputs, host
 
 
@@ -207,7 +209,6 @@ def _reward_metrics(groups: Sequence[Group], prefix: str = "reward") -> dict[str
 
 def run_rl(exp, config, workdir: pathlib.Path, params, specs, state, buffer, progress, ckpt, writer) -> dict:
     from vrrl_jax import eval as eval_lib
-    from vrrl_jax.sampling.sampler import Sampler
     from vrrl_jax.trainer import data_config
 
     from vrrl_jax.data import frozenlake as frozenlake_data
@@ -225,7 +226,7 @@ def run_rl(exp, config, workdir: pathlib.Path, params, specs, state, buffer, pro
     update = rl_step.make_train_step(exp.model, exp.mesh, exp.rules, scfg, shardings)
     logprob_fn = rl_step.make_logprob_fn(exp.model, exp.mesh, exp.rules, shardings.params,
                                          scfg.logprob_chunk_size, scfg.temperature)
-    sampler = Sampler(exp.model_config, pad_token_id=exp.token_ids.pad_token_id, mesh=exp.mesh)
+    sampler = experiment.make_sampler(exp, config)
     examples = frozenlake_data.load_split("train", data_config(config))
     reward_config = rewards_lib.RewardConfig.from_mapping(_dict(config.rl.reward))
     filter_config = filtering_lib.FilterConfig(**_dict(config.rl.filter))
@@ -274,7 +275,9 @@ def run_rl(exp, config, workdir: pathlib.Path, params, specs, state, buffer, pro
         if kept:
             # Steps 5-7: log-probs, advantages, masks, update.
             t0 = time.perf_counter()
-            num_rows = -(-sum(len(g.samples) for g in kept) // rows_multiple) * rows_multiple
+            num_rows = sum(len(g.samples) for g in kept)
+            num_rows = max(num_rows, experiment.shape_floor(config.rl, "update_min_rows", 1))
+            num_rows = -(-num_rows // rows_multiple) * rows_multiple
             inputs, host = build_update_batch(exp, config, kept, rng, num_rows)
             timings["batch"] = time.perf_counter() - t0
             t0 = time.perf_counter()

@@ -61,12 +61,13 @@ def data_config(config) -> frozenlake_data.FrozenLakeDataConfig:
 # Batches.
 
 
-def sft_batch(exp: experiment.Experiment, rows, num_rows: int, micro_batches: int) -> sft_step_lib.SFTBatch:
-    padded = batching.pad_rows(rows, exp.token_ids.pad_token_id, num_rows=num_rows)
+def sft_batch(exp: experiment.Experiment, rows, num_rows: int, micro_batches: int, min_length: int = 64,
+              min_patches: int = 256) -> sft_step_lib.SFTBatch:
+    padded = batching.pad_rows(rows, exp.token_ids.pad_token_id, num_rows=num_rows, min_length=min_length)
     targets, target_mask = rl_step.next_token_targets(padded.input_ids, padded.assistant_mask)
     inputs = rl_step.prepare_micro_batches(exp.model_config, padded.input_ids, padded.attention_mask,
                                            padded.pixel_values, padded.image_grid_thw, micro_batches,
-                                           patch_multiple=padded.patch_bucket(micro_batches))
+                                           patch_multiple=padded.patch_bucket(micro_batches, min_patches))
     return sft_step_lib.SFTBatch(inputs=inputs, targets=rl_step.micro_batch_rows(targets, micro_batches),
                                  loss_mask=rl_step.micro_batch_rows(target_mask, micro_batches))
 
@@ -134,12 +135,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         update = sft_step_lib.make_sft_step(exp.model, exp.mesh, exp.rules, opt_cfg, shardings)
         train_specs = [e.spec for e in _train_examples(config)]
         tcfg = transcripts_lib.TranscriptConfig.from_mapping(_dict(config.sft.transcripts))
+        min_length = experiment.shape_floor(config.sft, "min_length", 64)
+        min_patches = experiment.shape_floor(config.sft, "min_patches", 256)
         for step in tqdm.trange(progress.global_step + 1, sft_steps + 1, desc="sft", unit="step",
                                 initial=progress.global_step, total=sft_steps):
             t0 = time.perf_counter()
             rng = experiment.host_rng(int(config.seed), _PHASE_TAG[SFT], step)
             rows = sft_rows(exp, train_specs, rng, int(config.sft.batch_size), tcfg)
-            batch = sft_batch(exp, rows, int(config.sft.batch_size), int(config.sft.micro_batches))
+            batch = sft_batch(exp, rows, int(config.sft.batch_size), int(config.sft.micro_batches), min_length,
+                              min_patches)
             state, m = update(state, batch)
             m = rl_step.as_host_metrics(m)
             m = {f"sft/{k}": v for k, v in m.items()}

@@ -45,6 +45,8 @@ class Buckets:
   (a multiple of the merge unit). `max_cache_len` is a hard ceiling: a sample that needs more raises.
   `max_prefill_patches` splits a prefill whose images hold more patches into several calls over consecutive rows
   (None: one call): the vision tower attends over the packed patches of a call at a cost quadratic in their number.
+  `min_patches_per_row` makes a call's patch bucket at least rows x that, so the bucket follows the batch bucket
+  rather than how many of its rows carry an image this turn (one program per batch bucket instead of several).
   """
 
   min_batch: int = 1
@@ -53,6 +55,17 @@ class Buckets:
   min_patches: int = 64
   max_cache_len: int = 32768
   max_prefill_patches: int | None = None
+  min_patches_per_row: int = 0
+
+  def __post_init__(self):
+    for name in ("min_batch", "min_chunk", "min_cache", "min_patches", "max_cache_len", "min_patches_per_row",
+                 "max_prefill_patches"):
+      value = getattr(self, name)
+      if name == "max_prefill_patches" and value is None:
+        continue
+      lowest = 0 if name == "min_patches_per_row" else 1
+      if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+        raise ValueError(f"sampler bucket {name} must be an int >= {lowest}, got {value!r}")
 
   def batch(self, n: int, multiple: int = 1) -> int:
     size = power_of_two_bucket(n, self.min_batch)
@@ -66,8 +79,8 @@ class Buckets:
       raise ValueError(f"a sample needs a KV cache of {n} slots, more than max_cache_len={self.max_cache_len}")
     return min(geometric_bucket(n, self.min_cache, 16), max(self.max_cache_len, n))
 
-  def patches(self, n: int, merge_unit: int) -> int:
-    return geometric_bucket(n, self.min_patches, merge_unit)
+  def patches(self, n: int, merge_unit: int, rows: int = 1) -> int:
+    return geometric_bucket(max(n, rows * self.min_patches_per_row), self.min_patches, merge_unit)
 
 
 class CompileLog:

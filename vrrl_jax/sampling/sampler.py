@@ -442,7 +442,7 @@ class Sampler:
     if with_images:
       pixel_values = np.concatenate([s.pixel_values for s in with_images])
       image_grid_thw = np.concatenate([s.image_grid_thw for s in with_images])
-      patch_multiple = self.buckets.patches(pixel_values.shape[0], self.config.vision.merge_unit)
+      patch_multiple = self.buckets.patches(pixel_values.shape[0], self.config.vision.merge_unit, batch)
     inputs, _ = prepare_inputs(self.config, ids, mask, pixel_values, image_grid_thw, patch_multiple=patch_multiple)
     start = np.asarray(start_positions, np.int64)
     positions = np.where(mask[None] > 0, inputs.positions + start[None, :, None], 0).astype(np.int32)

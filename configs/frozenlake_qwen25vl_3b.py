@@ -33,6 +33,10 @@ def get_config():
   c.rl.update(
       steps=1200, prompts_per_step=32, samples_per_prompt=8, micro_batches=8, learning_rate=5e-7,
       max_turns=8, max_new_tokens=512, temperature=1.0, top_p=1.0)
+  # No CPU shape floors or sampler bucket overrides: over 1,200 steps each bucket's compile is paid once.
+  c.sft.update(min_length=64, min_patches=256)
+  c.rl.update(update_min_rows=1, update_min_length=64, update_min_patches=256)
+  c.sampler = dict()
   c.rl.buffer.min_size = 32
   c.rl.filter.max_tries = 20
   c.eval.update(maps_per_level=250, max_turns=10, max_new_tokens=512, batch_size=256, before_rl=False)

@@ -241,8 +241,8 @@ def test_shape_floor_padding_leaves_the_update_unchanged(setup, train_steps):
   a row, no loss, no advantage), right-padded positions and padding patches; the update must be the same."""
   state = new_state(setup)
   before = host(state)
-  _, ref_metrics = train_steps[loss_lib.TOKEN_MEAN](new_state(setup), make_batch(setup, 1))
-  reference = host(_)
+  reference, ref_metrics = train_steps[loss_lib.TOKEN_MEAN](new_state(setup), make_batch(setup, 1))
+  reference = host(reference)
   rows, extra_rows, extra_len = len(ROWS), 4, 7
   pad_cols = lambda a: np.pad(a, ((0, extra_rows), (0, extra_len)))
   ids = pad_cols(setup["ids"])

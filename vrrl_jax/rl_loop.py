@@ -159,7 +159,7 @@ def build_update_batch(exp, config, groups: Sequence[Group], rng: np.random.Gene
     samples = [s for g in groups for s in g.samples]
     rows = [as_row(s) for s in samples]
     padded = batching.pad_rows(rows, exp.token_ids.pad_token_id, num_rows=num_rows,
-                               min_length=experiment.shape_floor(config.rl, "update_min_length", 64))
+                               min_length=experiment.shape_floor(config.rl, "update_min_length", batching.MIN_LENGTH))
     n_real = len(samples)
     sample_modes = np.array([g.mode for g in groups for _ in g.samples] + ["normal"] * (num_rows - n_real))
     num_turns = np.array([s.num_turns for s in samples] + [0] * (num_rows - n_real), np.int64)
@@ -179,7 +179,8 @@ def build_update_batch(exp, config, groups: Sequence[Group], rng: np.random.Gene
     inputs = rl_step.prepare_micro_batches(exp.model_config, padded.input_ids, padded.attention_mask,
                                            padded.pixel_values, padded.image_grid_thw, micro,
                                            patch_multiple=padded.patch_bucket(
-                                               micro, experiment.shape_floor(config.rl, "update_min_patches", 256)))
+                                               micro, experiment.shape_floor(config.rl, "update_min_patches",
+                                                                             batching.MIN_PATCHES)))
     host = dict(targets=rl_step.micro_batch_rows(targets, micro), loss_mask=rl_step.micro_batch_rows(target_mask, micro),
                 advantages=rl_step.micro_batch_rows(adv, micro), sample_logp=rl_step.micro_batch_rows(sample_logp, micro),
                 start_turn=start_turn[:n_real], modes=sample_modes[:n_real],
@@ -231,6 +232,7 @@ def run_rl(exp, config, workdir: pathlib.Path, params, specs, state, buffer, pro
     reward_config = rewards_lib.RewardConfig.from_mapping(_dict(config.rl.reward))
     filter_config = filtering_lib.FilterConfig(**_dict(config.rl.filter))
     rows_multiple = int(config.rl.micro_batches) * max(1, sampler.batch_multiple)
+    min_rows = experiment.shape_floor(config.rl, "update_min_rows", 1)
     results = {}
 
     run_eval = len(config.eval.levels) > 0
@@ -275,8 +277,7 @@ def run_rl(exp, config, workdir: pathlib.Path, params, specs, state, buffer, pro
         if kept:
             # Steps 5-7: log-probs, advantages, masks, update.
             t0 = time.perf_counter()
-            num_rows = sum(len(g.samples) for g in kept)
-            num_rows = max(num_rows, experiment.shape_floor(config.rl, "update_min_rows", 1))
+            num_rows = max(sum(len(g.samples) for g in kept), min_rows)
             num_rows = -(-num_rows // rows_multiple) * rows_multiple
             inputs, host = build_update_batch(exp, config, kept, rng, num_rows)
             timings["batch"] = time.perf_counter() - t0

@@ -61,8 +61,8 @@ def data_config(config) -> frozenlake_data.FrozenLakeDataConfig:
 # Batches.
 
 
-def sft_batch(exp: experiment.Experiment, rows, num_rows: int, micro_batches: int, min_length: int = 64,
-              min_patches: int = 256) -> sft_step_lib.SFTBatch:
+def sft_batch(exp: experiment.Experiment, rows, num_rows: int, micro_batches: int,
+              min_length: int = batching.MIN_LENGTH, min_patches: int = batching.MIN_PATCHES) -> sft_step_lib.SFTBatch:
     padded = batching.pad_rows(rows, exp.token_ids.pad_token_id, num_rows=num_rows, min_length=min_length)
     targets, target_mask = rl_step.next_token_targets(padded.input_ids, padded.assistant_mask)
     inputs = rl_step.prepare_micro_batches(exp.model_config, padded.input_ids, padded.attention_mask,
@@ -135,8 +135,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         update = sft_step_lib.make_sft_step(exp.model, exp.mesh, exp.rules, opt_cfg, shardings)
         train_specs = [e.spec for e in _train_examples(config)]
         tcfg = transcripts_lib.TranscriptConfig.from_mapping(_dict(config.sft.transcripts))
-        min_length = experiment.shape_floor(config.sft, "min_length", 64)
-        min_patches = experiment.shape_floor(config.sft, "min_patches", 256)
+        min_length = experiment.shape_floor(config.sft, "min_length", batching.MIN_LENGTH)
+        min_patches = experiment.shape_floor(config.sft, "min_patches", batching.MIN_PATCHES)
         for step in tqdm.trange(progress.global_step + 1, sft_steps + 1, desc="sft", unit="step",
                                 initial=progress.global_step, total=sft_steps):
             t0 = time.perf_counter()

@@ -14,6 +14,9 @@ import numpy as np
 
 from vrrl_jax.sampling.buckets import geometric_bucket
 
+MIN_LENGTH = 64  # smallest sequence bucket
+MIN_PATCHES = 256  # smallest packed-patch bucket
+
 
 @dataclasses.dataclass
 class PaddedBatch:
@@ -26,7 +29,7 @@ class PaddedBatch:
     lengths: np.ndarray  # [B] real tokens per row
     images_per_row: np.ndarray  # [B] images each row holds
 
-    def patch_bucket(self, num_micro_batches: int, minimum: int = 256) -> int:
+    def patch_bucket(self, num_micro_batches: int, minimum: int = MIN_PATCHES) -> int:
         """A patch count every micro-batch's packed images fit in (pass as ``patch_multiple``)."""
         patches = np.prod(self.image_grid_thw, axis=1) if len(self.image_grid_thw) else np.zeros(0, np.int64)
         per_row = np.zeros(len(self.lengths), np.int64)
@@ -36,7 +39,7 @@ class PaddedBatch:
         return geometric_bucket(int(per_micro.max()), minimum, 16)
 
 
-def pad_rows(rows: Sequence, pad_id: int, min_length: int = 64, num_rows: int | None = None) -> PaddedBatch:
+def pad_rows(rows: Sequence, pad_id: int, min_length: int = MIN_LENGTH, num_rows: int | None = None) -> PaddedBatch:
     """``rows``: objects with input_ids, assistant_mask, turn_index, pixel_values, image_grid_thw (1-D token
     arrays; e.g. ``EncodedConversation``). ``num_rows`` > len(rows) repeats the last row with no loss (its
     assistant_mask and turn_index zeroed), so batches divide evenly into micro-batches and devices."""

@@ -58,14 +58,14 @@ class Buckets:
   min_patches_per_row: int = 0
 
   def __post_init__(self):
-    for name in ("min_batch", "min_chunk", "min_cache", "min_patches", "max_cache_len", "min_patches_per_row",
-                 "max_prefill_patches"):
+    lowest = dict(min_batch=1, min_chunk=1, min_cache=1, min_patches=1, max_cache_len=1, min_patches_per_row=0,
+                  max_prefill_patches=1)
+    for name, low in lowest.items():
       value = getattr(self, name)
-      if name == "max_prefill_patches" and value is None:
+      if name == "max_prefill_patches" and value is None:  # None: no limit
         continue
-      lowest = 0 if name == "min_patches_per_row" else 1
-      if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-        raise ValueError(f"sampler bucket {name} must be an int >= {lowest}, got {value!r}")
+      if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"sampler bucket {name} must be an int >= {low}, got {value!r}")
 
   def batch(self, n: int, multiple: int = 1) -> int:
     size = power_of_two_bucket(n, self.min_batch)

@@ -31,10 +31,12 @@ def get_config():
 
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
 
+  # Render styles (envs/frozenlake/render.py): "default" 112 px/cell, "ood" (level-7 eval), "compact" 28 px/cell.
   c.data = dict(train_source="shared", max_per_split=None, generated_eval_levels=(7,),
-                generated_eval_per_level=250)
+                generated_eval_per_level=250, train_style="default", eval_style="default", ood_style="ood")
 
-  c.optimizer = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, grad_clip_norm=1.0, warmup_steps=0)
+  # frozen: parameter subtrees that never update ("visual": the vision tower; see small_cpu config).
+  c.optimizer = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, grad_clip_norm=1.0, warmup_steps=0, frozen=())
 
   # Multi-turn SFT warm start on synthetic reflection transcripts.
   # One wrong route at most keeps every transcript within the 256-token bucket (two double the step time).

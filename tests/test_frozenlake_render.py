@@ -14,7 +14,7 @@ from PIL import Image
 from vrrl_jax.envs.frozenlake import generate, maps, render
 from vrrl_jax.envs.frozenlake.__main__ import main
 
-STYLES = ["default", "ood"]
+STYLES = ["default", "ood", "compact"]
 DELTA = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
 
 
@@ -308,3 +308,18 @@ def test_cli_gallery(tmp_path):
     names = " ".join(p.name for p in pngs)
     for needle in ("L3", "L4", "L5", "L6", "L7", "default", "ood", "correct", "hole", "offgrid"):
         assert needle in names
+
+
+def test_compact_style_gives_one_merged_qwen_token_per_cell():
+    """The point of "compact": no resize, and image token (i, j) covers exactly cell (i, j), feedback margins
+    included (the canvas grows by whole cells)."""
+    from vrrl_jax.data import processor as processor_lib
+
+    cfg = processor_lib.ImageProcessorConfig.qwen2_5_vl(min_pixels=56 * 56, max_pixels=252 * 252)
+    assert render.get_style("compact").cell_px == cfg.factor
+    spec = maps.parse_spec({"layout": ["SFF", "FHF", "FFG"], "start_pos": 0, "target_pos": 8})
+    for image, cells in ((render.render_map(spec, "compact"), (3, 3)),
+                         (render.render_feedback(spec, ["up", "left"], "compact"), (4, 4))):
+        pixels, grid = processor_lib.preprocess_image(image, cfg)
+        assert tuple(grid) == (1, 2 * cells[0], 2 * cells[1])
+        assert image.size == (cells[1] * cfg.factor, cells[0] * cfg.factor)

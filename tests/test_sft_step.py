@@ -77,3 +77,65 @@ def test_sft_loss_matches_torch_cross_entropy_and_decreases():
   assert float(metrics["n_tokens"]) == assistant[:, 1:].sum()
   assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < 0.8 * losses[0]
   assert int(state.step) == 4
+
+
+def test_frozen_vision_tower_against_torch_grads_and_numpy_adamw():
+  """optimizer.frozen=("visual",): the vision tower is bit-for-bit unchanged, and every other parameter takes the
+  AdamW step a numpy AdamW computes from torch's gradients, clipped by the norm of the trainable gradients only."""
+  hf_model = build_hf_model(seed=3)
+  config = Qwen25VLConfig.from_hf(hf_model.config)
+  params = hf_ckpt.params_from_state_dict(hf_model.state_dict(), config)
+  _, specs = abstract_params(config)
+  rng = np.random.default_rng(1)
+  ids, attention = qt.left_pad([qt.make_row(rng, pieces) for pieces in ROWS])
+  grids = [piece for pieces in ROWS for piece in pieces if isinstance(piece, tuple)]
+  pixels = qt.random_pixels(grids, rng)
+  assistant = np.zeros(ids.shape, np.float32)
+  for b, pieces in enumerate(ROWS):
+    assistant[b, ids.shape[1] - pieces[-1]:] = 1
+
+  logits = hf_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(attention),
+                    mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),
+                    pixel_values=torch.tensor(pixels), image_grid_thw=torch.tensor(grids)).logits
+  nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                          torch.tensor(ids[:, 1:]).reshape(-1), reduction="none")
+  mask = torch.tensor(assistant[:, 1:]).reshape(-1)
+  ((nll * mask).sum() / mask.sum()).backward()
+  named = dict(hf_model.named_parameters())
+  grads = hf_ckpt.params_from_state_dict({k: named[k].grad if named[k].grad is not None else torch.zeros_like(named[k])
+                                          for k in hf_model.state_dict()}, config)
+  flat_g = {ts.param_path(p): np.asarray(x, np.float64) for p, x in jax.tree_util.tree_flatten_with_path(grads)[0]}
+  flat_p = {ts.param_path(p): np.asarray(x, np.float64) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
+  trainable = [k for k in flat_g if not k.startswith("visual/")]
+  norm_trainable = np.sqrt(sum(np.sum(flat_g[k] ** 2) for k in trainable))
+  norm_all = np.sqrt(sum(np.sum(g ** 2) for g in flat_g.values()))
+  assert norm_all > 1.05 * norm_trainable  # the vision grads are big enough that counting them would show
+  lr, wd, eps, max_norm = 1e-2, 0.1, 0.1, 0.5 * norm_trainable  # eps ~ |g|: the step depends on the clip scale
+  opt = ts.OptimizerConfig(learning_rate=lr, weight_decay=wd, eps=eps, max_grad_norm=max_norm, frozen=("visual",))
+
+  targets, loss_mask = rl_step.next_token_targets(ids, assistant)
+  batch = sft_step.SFTBatch(inputs=rl_step.prepare_micro_batches(config, ids, attention, pixels, np.array(grids), 1,
+                                                                 patch_multiple=16),
+                            targets=targets[None], loss_mask=loss_mask[None])
+  mesh = mesh_lib.make_mesh(dict(data=1), devices=jax.devices()[:1])
+  state = ts.create_train_state(params, specs, opt, jax.random.key(0), mesh, RULES, keep_reference=False)
+  train = sft_step.make_sft_step(Qwen25VL(config), mesh, RULES, opt, jax.tree.map(lambda x: x.sharding, state))
+  state, metrics = train(state, batch)
+  assert int(metrics["skipped"]) == 0
+  new = {ts.param_path(p): np.asarray(x, np.float64) for p, x in jax.tree_util.tree_flatten_with_path(state.params)[0]}
+
+  scale = min(1.0, max_norm / norm_trainable)
+  worst = 0.0
+  for k, p0 in flat_p.items():
+    if k.startswith("visual/"):
+      np.testing.assert_array_equal(new[k], p0)
+      continue
+    g = scale * flat_g[k]
+    expected = p0 - lr * (g / (np.abs(g) + eps) + wd * p0)  # first AdamW step: m_hat = g, v_hat = g^2
+    worst = max(worst, float(np.max(np.abs(new[k] - expected)) / (lr + 1e-30)))
+  print(f"[frozen vision] max |param - numpy AdamW| / lr over trainable params: {worst:.2e}")
+  assert worst <= 1e-3
+  for bad in (("vision",), "visual", ("",)):
+    with np.testing.assert_raises(ValueError):
+      ts.create_train_state(params, specs, ts.OptimizerConfig(frozen=bad), jax.random.key(0), mesh, RULES,
+                            keep_reference=False)

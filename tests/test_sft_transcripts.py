@@ -291,3 +291,23 @@ def test_config_from_mapping():
     # All weights 0 is fine when every transcript is correct-first.
     transcripts.TranscriptConfig(p_correct_first=1.0, weight_off_grid=0, weight_hole=0, weight_too_long=0,
                                  weight_short=0)
+
+
+def test_trainer_draws_transcripts_in_the_training_maps_style():
+    import importlib.util
+    import pathlib
+
+    from vrrl_jax import trainer
+
+    path = pathlib.Path(__file__).parents[1] / "configs" / "frozenlake_tiny_cpu.py"
+    module_spec = importlib.util.spec_from_file_location("tiny_cfg", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = module.get_config()
+    config.data.train_style = "compact"
+    assert trainer.transcript_config(config).style == "compact"
+    config.sft.transcripts.style = "compact"
+    assert trainer.transcript_config(config).style == "compact"
+    config.sft.transcripts.style = "default"
+    with pytest.raises(ValueError, match="differs from data.train_style"):
+        trainer.transcript_config(config)

@@ -126,8 +126,12 @@ def draw_groups(exp, config, sampler, params, examples, buffer, progress, rng: n
         specs.append(examples[int(i)].spec if entry is None else entry.spec)
         prefixes.append(entry)
         openings.append(FORCED_THINK if entry is not None and entry.is_wrong else None)
+    styles = {examples[int(i)].style for i in idx}  # feedback images in the style the map images were drawn in
+    if len(styles) != 1:
+        raise ValueError(f"training examples mix render styles {sorted(styles)}; one rollout batch needs one")
     trajectories = rollout_lib.rollout(sampler, exp.processor, params, specs, n, prefixes=prefixes,
-                                       forced_openings=openings, config=rollout_config(config), rng=key)
+                                       forced_openings=openings, config=rollout_config(config, style=styles.pop()),
+                                       rng=key)
     t0 = time.perf_counter()
     groups = []
     for q in range(num_q):

@@ -46,7 +46,7 @@ def optimizer_config(config, learning_rate: float) -> ts_lib.OptimizerConfig:
     opt = _dict(config.optimizer)
     return ts_lib.OptimizerConfig(learning_rate=learning_rate, b1=opt["b1"], b2=opt["b2"], eps=opt["eps"],
                                   weight_decay=opt["weight_decay"], max_grad_norm=opt["grad_clip_norm"],
-                                  warmup_steps=opt["warmup_steps"])
+                                  warmup_steps=opt["warmup_steps"], frozen=tuple(opt.get("frozen", ())))
 
 
 def data_config(config) -> frozenlake_data.FrozenLakeDataConfig:
@@ -134,7 +134,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         shardings = jax.tree.map(lambda x: x.sharding, state)
         update = sft_step_lib.make_sft_step(exp.model, exp.mesh, exp.rules, opt_cfg, shardings)
         train_specs = [e.spec for e in _train_examples(config)]
-        tcfg = transcripts_lib.TranscriptConfig.from_mapping(_dict(config.sft.transcripts))
+        tcfg = transcript_config(config)
         min_length = experiment.shape_floor(config.sft, "min_length", batching.MIN_LENGTH)
         min_patches = experiment.shape_floor(config.sft, "min_patches", batching.MIN_PATCHES)
         for step in tqdm.trange(progress.global_step + 1, sft_steps + 1, desc="sft", unit="step",
@@ -168,6 +168,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ckpt.close()
     writer.close()
     return results
+
+
+def transcript_config(config) -> transcripts_lib.TranscriptConfig:
+    """``config.sft.transcripts``, drawn in the training maps' render style (``config.data.train_style``)."""
+    options = _dict(config.sft.transcripts)
+    train_style = data_config(config).train_style
+    if options.setdefault("style", train_style) != train_style:
+        raise ValueError(f"sft.transcripts.style={options['style']!r} differs from data.train_style={train_style!r}: "
+                         "the SFT images would not look like the RL and eval ones")
+    return transcripts_lib.TranscriptConfig.from_mapping(options)
 
 
 def _train_examples(config):

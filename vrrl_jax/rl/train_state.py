@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import flax.struct
 import jax
@@ -28,7 +28,12 @@ class OptimizerConfig:
   """AdamW as torch.optim.AdamW (decoupled weight decay on every parameter, as upstream's FSDP actor), after
   clipping the global gradient norm. Released: lr 5e-7, betas (0.9, 0.999), weight decay 0.01, clip 1.0, constant
   schedule. ``warmup_steps`` > 0 ramps the lr linearly from 0 over that many applied updates, then holds it (the
-  first update uses lr 0, as torch's constant-with-warmup schedule)."""
+  first update uses lr 0, as torch's constant-with-warmup schedule).
+
+  ``frozen``: parameter subtrees, as "/"-joined path prefixes ("visual", "visual/merger"), that never change: no
+  update, no weight decay, no optimizer moments, and left out of the clipped gradient norm. A from-scratch vision
+  tower must be frozen for a tiny model to read the map at all (trained, it collapses to a constant: BENCHMARKS.md).
+  """
 
   learning_rate: float = 5e-7
   b1: float = 0.9
@@ -37,6 +42,7 @@ class OptimizerConfig:
   weight_decay: float = 0.01
   max_grad_norm: float = 1.0
   warmup_steps: int = 0
+  frozen: tuple[str, ...] = ()
 
   def __post_init__(self):
     for name in ("learning_rate", "b1", "b2", "eps", "weight_decay", "max_grad_norm"):
@@ -55,6 +61,9 @@ class OptimizerConfig:
     warmup = self.warmup_steps
     if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
       raise ValueError(f"OptimizerConfig.warmup_steps must be an integer >= 0, got {warmup!r}")
+    if isinstance(self.frozen, str) or not all(isinstance(p, str) and p.strip("/") for p in self.frozen):
+      raise ValueError(f"OptimizerConfig.frozen must be a tuple of parameter path prefixes such as ('visual',), "
+                       f"got {self.frozen!r}")
 
 
 def learning_rate_schedule(config: OptimizerConfig) -> optax.Schedule:
@@ -66,11 +75,52 @@ def learning_rate_schedule(config: OptimizerConfig) -> optax.Schedule:
        optax.constant_schedule(config.learning_rate)], [config.warmup_steps])
 
 
+def param_path(path) -> str:
+  """"visual/merger/mlp_0/kernel" for a tree_util key path."""
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def frozen_labels(params, frozen: Sequence[str]):
+  """"frozen" / "trainable" per leaf of ``params``. A prefix that matches no parameter is an error (a typo would
+  otherwise silently train everything)."""
+  prefixes = [p.strip("/") for p in frozen]
+  used = set()
+
+  def label(path, _):
+    name = param_path(path)
+    hits = [p for p in prefixes if name == p or name.startswith(p + "/")]
+    used.update(hits)
+    return "frozen" if hits else "trainable"
+
+  labels = jax.tree_util.tree_map_with_path(label, params)
+  unused = [p for p in prefixes if p not in used]
+  if unused:
+    top = sorted({param_path(path).split("/")[0] for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]})
+    raise ValueError(f"optimizer.frozen prefixes {unused} match no parameter; top-level parameter trees are {top}")
+  return labels
+
+
+def zero_frozen(frozen: Sequence[str]) -> optax.GradientTransformation:
+  """Stateless: zeros the updates of the ``frozen`` subtrees (stateless so optax.tree_utils.tree_map_params, which
+  inits optimizers on a placeholder instead of params, still maps the optimizer state)."""
+
+  def update(updates, state, params=None):
+    del params
+    labels = frozen_labels(updates, frozen)
+    return jax.tree.map(lambda u, label: jnp.zeros_like(u) if label == "frozen" else u, updates, labels), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
-  return optax.chain(
-      optax.clip_by_global_norm(config.max_grad_norm),
-      optax.adamw(learning_rate_schedule(config), b1=config.b1, b2=config.b2, eps=config.eps,
-                  weight_decay=config.weight_decay))
+  adamw = optax.adamw(learning_rate_schedule(config), b1=config.b1, b2=config.b2, eps=config.eps,
+                      weight_decay=config.weight_decay)
+  if not config.frozen:
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), adamw)
+  # Frozen gradients are zeroed before clipping (so they do not count in the norm) and the updates after AdamW (whose
+  # decoupled weight decay would otherwise shrink them). Their Adam moments stay zero.
+  return optax.chain(zero_frozen(config.frozen), optax.clip_by_global_norm(config.max_grad_norm), adamw,
+                     zero_frozen(config.frozen))
 
 
 @flax.struct.dataclass
@@ -151,6 +201,7 @@ def create_train_state(params, param_specs, optimizer_config: OptimizerConfig, r
   consumed; drop them after this call so only the state's copies stay alive.
   """
   optimizer = make_optimizer(optimizer_config)
+  frozen_labels(params, optimizer_config.frozen)  # a frozen prefix that matches nothing fails here, not at step 1
   params = mesh_lib.shard_params(params, param_specs, mesh, rules)
   shardings = train_state_shardings(params, param_specs, optimizer, mesh, rules, keep_reference)
   init = jax.jit(lambda params, rng: _initial_state(params, optimizer, rng, keep_reference),

@@ -162,7 +162,12 @@ OOD_STYLE = RenderStyle(
     star_radius=0.34,
 )
 
-STYLES: dict[str, RenderStyle] = {"default": DEFAULT_STYLE, "ood": OOD_STYLE}
+# The default look at 28 px per cell: one Qwen2.5-VL merged patch (2 x 2 patches of 14 px) per cell, so each
+# image token sees exactly one cell. For small from-scratch models, which cannot learn in a CPU budget to
+# locate things that straddle token boundaries (``configs/frozenlake_small_cpu.py``).
+COMPACT_STYLE = dataclasses.replace(DEFAULT_STYLE, name="compact", cell_px=28, line_px=3, line_outline_px=1)
+
+STYLES: dict[str, RenderStyle] = {"default": DEFAULT_STYLE, "ood": OOD_STYLE, "compact": COMPACT_STYLE}
 
 
 def get_style(style: str | RenderStyle) -> RenderStyle:

@@ -11,6 +11,12 @@ Same model as ``frozenlake_tiny_cpu.py``, three changes measured in BENCHMARKS.m
   map-dependent signal reaches the decoder. Frozen at its random init, it stays a random projection of each cell
   that the decoder can learn to read (a "where is the red square" probe goes from chance to half the loss).
 - 1,500 SFT steps at lr 1e-3 and 40 RL steps of 8 prompts x 8 samples.
+
+Measured (54.5 min):
+- After SFT, first routes follow the map: greedy strict success is 0.225 of evaluation maps, against 0.062 without
+  these changes.
+- During RL the sampled training reward rises 0.125 -> 0.167 (p = 0.045).
+- Greedy optimal_rate goes 0.025 -> 0.05, only 2 maps of 80: the task itself is not yet learned measurably.
 """
 
 import importlib.util

@@ -33,18 +33,24 @@ def build_hf_model(seed: int):
   return model
 
 
+def tiny_rows(seed: int):
+  """ROWS as token ids, attention mask, image grids, pixels and the assistant mask (each row's last text piece)."""
+  rng = np.random.default_rng(seed)
+  ids, attention = qt.left_pad([qt.make_row(rng, pieces) for pieces in ROWS])
+  grids = [piece for pieces in ROWS for piece in pieces if isinstance(piece, tuple)]
+  pixels = qt.random_pixels(grids, rng)
+  assistant = np.zeros(ids.shape, np.float32)
+  for b, pieces in enumerate(ROWS):
+    assistant[b, ids.shape[1] - pieces[-1]:] = 1
+  return ids, attention, grids, pixels, assistant
+
+
 def test_sft_loss_matches_torch_cross_entropy_and_decreases():
   hf_model = build_hf_model(seed=2)
   config = Qwen25VLConfig.from_hf(hf_model.config)
   params = hf_ckpt.params_from_state_dict(hf_model.state_dict(), config)
   _, specs = abstract_params(config)
-  rng = np.random.default_rng(0)
-  ids, attention = qt.left_pad([qt.make_row(rng, pieces) for pieces in ROWS])
-  grids = [piece for pieces in ROWS for piece in pieces if isinstance(piece, tuple)]
-  pixels = qt.random_pixels(grids, rng)
-  assistant = np.zeros(ids.shape, np.float32)  # the last text piece of each row is the assistant's
-  for b, pieces in enumerate(ROWS):
-    assistant[b, ids.shape[1] - pieces[-1]:] = 1
+  ids, attention, grids, pixels, assistant = tiny_rows(seed=0)
 
   with torch.no_grad():
     logits = hf_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(attention),
@@ -86,13 +92,7 @@ def test_frozen_vision_tower_against_torch_grads_and_numpy_adamw():
   config = Qwen25VLConfig.from_hf(hf_model.config)
   params = hf_ckpt.params_from_state_dict(hf_model.state_dict(), config)
   _, specs = abstract_params(config)
-  rng = np.random.default_rng(1)
-  ids, attention = qt.left_pad([qt.make_row(rng, pieces) for pieces in ROWS])
-  grids = [piece for pieces in ROWS for piece in pieces if isinstance(piece, tuple)]
-  pixels = qt.random_pixels(grids, rng)
-  assistant = np.zeros(ids.shape, np.float32)
-  for b, pieces in enumerate(ROWS):
-    assistant[b, ids.shape[1] - pieces[-1]:] = 1
+  ids, attention, grids, pixels, assistant = tiny_rows(seed=1)
 
   logits = hf_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(attention),
                     mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),

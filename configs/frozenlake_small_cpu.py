@@ -9,7 +9,8 @@ Same model as ``frozenlake_tiny_cpu.py``, three changes measured in BENCHMARKS.m
 - ``optimizer.frozen=("visual",)``: trained from scratch, the vision tower collapses within a few dozen steps to a
   near-constant output (image tokens 100x larger than text embeddings, per-token variation < 1%), after which no
   map-dependent signal reaches the decoder. Frozen at its random init, it stays a random projection of each cell
-  that the decoder can learn to read (a "where is the red square" probe goes from chance to half the loss).
+  that the decoder can learn to read (``bench/perception_probe.py``: "where is the red square" stays at chance
+  with the tower trained and leaves it with the tower frozen).
 - 1,500 SFT steps at lr 1e-3 and 40 RL steps of 8 prompts x 8 samples.
 
 Measured (54.5 min):

@@ -31,8 +31,9 @@ class OptimizerConfig:
   first update uses lr 0, as torch's constant-with-warmup schedule).
 
   ``frozen``: parameter subtrees, as "/"-joined path prefixes ("visual", "visual/merger"), that never change: no
-  update, no weight decay, no optimizer moments, and left out of the clipped gradient norm. A from-scratch vision
-  tower must be frozen for a tiny model to read the map at all (trained, it collapses to a constant: BENCHMARKS.md).
+  update, no weight decay (their Adam moments are kept but stay zero), and left out of the clipped gradient norm.
+  A from-scratch vision tower must be frozen for a tiny model to read the map at all (trained, it collapses to a
+  constant: BENCHMARKS.md).
   """
 
   learning_rate: float = 5e-7
@@ -77,7 +78,7 @@ def learning_rate_schedule(config: OptimizerConfig) -> optax.Schedule:
 
 def param_path(path) -> str:
   """"visual/merger/mlp_0/kernel" for a tree_util key path."""
-  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+  return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
 def frozen_labels(params, frozen: Sequence[str]):

@@ -42,7 +42,9 @@ def get_config():
   # One wrong route at most keeps every transcript within the 256-token bucket (two double the step time).
   # min_length / min_patches: shape floors, so every SFT batch (<= 3 images of <= 100 patches per row) shares one
   # compiled step instead of one per patch bucket.
+  # wrong_route_loss: whether the deliberately wrong routes of a transcript are trained on (True) or are context only.
   c.sft = dict(steps=150, batch_size=16, micro_batches=1, learning_rate=3e-3, min_length=256, min_patches=6144,
+               wrong_route_loss=True,
                transcripts=dict(p_correct_first=0.4, p_another_wrong=0.2, max_wrong_routes=1))
 
   # VRRL RL (VRRL_SPEC sections 3-4) at toy scale.
@@ -71,5 +73,6 @@ def get_config():
                 before_rl=True, gallery_episodes=24)
 
   c.checkpoint = dict(every=5, keep=2)
-  c.log = dict(console_keys=("reward/overall", "reward/em", "reward/format", "loss/pg", "loss/kl", "time/step"))
+  c.log = dict(console_keys=("sft/loss", "reward/overall", "reward/em", "reward/format", "loss/pg", "loss/kl",
+                            "time/step"))
   return c

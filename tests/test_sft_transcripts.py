@@ -311,3 +311,34 @@ def test_trainer_draws_transcripts_in_the_training_maps_style():
     config.sft.transcripts.style = "default"
     with pytest.raises(ValueError, match="differs from data.train_style"):
         trainer.transcript_config(config)
+
+
+def test_trainer_can_leave_wrong_routes_out_of_the_loss(train_specs):
+    import types
+
+    from vrrl_jax import trainer
+    from vrrl_jax.data import processor as processor_lib
+    from vrrl_jax.data.task_tokenizer import load_task_tokenizer
+
+    cfg = processor_lib.ImageProcessorConfig.qwen2_5_vl()
+    cfg = processor_lib.ImageProcessorConfig(**{**cfg.__dict__, "min_pixels": 56 * 56, "max_pixels": 196 * 196})
+    proc = processor_lib.ChatProcessor(load_task_tokenizer(), cfg)
+    exp = types.SimpleNamespace(processor=proc)
+    tcfg = transcripts.TranscriptConfig(p_correct_first=0.3, max_wrong_routes=2, p_another_wrong=0.5)
+    full = trainer.sft_rows(exp, train_specs, np.random.default_rng(5), 12, tcfg)
+    masked = trainer.sft_rows(exp, train_specs, np.random.default_rng(5), 12, tcfg, wrong_route_loss=False)
+    # The same draws, so the transcripts can be rebuilt to know which turns were wrong.
+    rng = np.random.default_rng(5)
+    picks = rng.choice(len(train_specs), size=12, replace=True)
+    drawn = [transcripts.make_transcript(train_specs[i], rng, tcfg) for i in picks]
+    assert {len(t.wrong_kinds) for t in drawn} >= {0, 1, 2}
+
+    decode = proc.tokenizer.decode
+    for t, a, b in zip(drawn, full, masked):
+        np.testing.assert_array_equal(a.input_ids, b.input_ids)
+        dropped = (a.assistant_mask == 1) & (b.assistant_mask == 0)
+        assert not ((a.assistant_mask == 0) & (b.assistant_mask == 1)).any()
+        n_wrong = len(t.wrong_kinds)
+        # What lost its loss is exactly the wrong routes' turns; what kept it, the revisions and the FINAL.
+        assert decode(a.input_ids[dropped]) == "".join(f"{text}<|im_end|>" for text in t.turns[:n_wrong])
+        assert decode(b.input_ids[b.assistant_mask == 1]) == "".join(f"{text}<|im_end|>" for text in t.turns[n_wrong:])

@@ -73,12 +73,20 @@ def sft_batch(exp: experiment.Experiment, rows, num_rows: int, micro_batches: in
 
 
 def sft_rows(exp: experiment.Experiment, specs, rng: np.random.Generator, batch_size: int,
-             transcript_config: transcripts_lib.TranscriptConfig):
+             transcript_config: transcripts_lib.TranscriptConfig, wrong_route_loss: bool = True):
+    """``wrong_route_loss=False``: the deliberately wrong routes stay in the context (the revision that follows
+    still learns to read their feedback image) but carry no loss, so the first turn is only ever taught an
+    optimal route."""
     picks = rng.choice(len(specs), size=batch_size, replace=True)
     rows = []
     for i in picks:
         tr = transcripts_lib.make_transcript(specs[i], rng, transcript_config)
-        rows.append(conversation.encode_conversation(exp.processor, transcripts_lib.to_messages(tr)))
+        row = conversation.encode_conversation(exp.processor, transcripts_lib.to_messages(tr))
+        if not wrong_route_loss:
+            n_wrong = len(tr.wrong_kinds)  # the wrong routes are assistant turns 0 .. n_wrong - 1
+            row.assistant_mask = np.where((row.turn_index >= 0) & (row.turn_index < n_wrong), 0,
+                                          row.assistant_mask).astype(np.int32)
+        rows.append(row)
     return rows
 
 
@@ -141,7 +149,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                 initial=progress.global_step, total=sft_steps):
             t0 = time.perf_counter()
             rng = experiment.host_rng(int(config.seed), _PHASE_TAG[SFT], step)
-            rows = sft_rows(exp, train_specs, rng, int(config.sft.batch_size), tcfg)
+            rows = sft_rows(exp, train_specs, rng, int(config.sft.batch_size), tcfg,
+                            bool(config.sft.wrong_route_loss))
             batch = sft_batch(exp, rows, int(config.sft.batch_size), int(config.sft.micro_batches), min_length,
                               min_patches)
             state, m = update(state, batch)

@@ -9,6 +9,8 @@ Each example is one image and one question, answered in text:
 
 Images are 112 x 112 px, so each cell is exactly one merged 28 px image token. The model and optimizer are the tiny
 config's (``configs/frozenlake_tiny_cpu.py``); ``--frozen visual`` freezes the vision tower at its random init.
+``--tint`` paints each cell's background by its row (red channel) and column (blue channel), so a token's own
+content says where it is (rotary positions reach attention scores but not the values an attention head copies).
 The loss is the SFT token-mean NLL over the answer tokens (with the chat template's end tokens); ``chance_loss`` is
 the loss of a model that gets every constant token right and guesses the 4-way choices uniformly. Prints ONE JSON
 line, with the vision tower's output norm and per-token spread at the end (a collapsed tower: large norm, tiny
@@ -51,8 +53,12 @@ def tiny_config():
     return module.get_config()
 
 
-def example(task: str, rng: np.random.Generator):
+def example(task: str, rng: np.random.Generator, tint: bool = False):
     pixels = np.full((GRID * CELL, GRID * CELL, 3), 200, np.uint8)
+    if tint:  # each cell's grey background says where it is: red channel by row, blue by column
+        for i in range(GRID):
+            pixels[i * CELL:(i + 1) * CELL, :, 0] = 140 + 30 * i
+            pixels[:, i * CELL:(i + 1) * CELL, 2] = 140 + 30 * i
     r, c = rng.integers(GRID, size=2)
     if task == "colour":
         answer = list(COLOURS)[rng.integers(len(COLOURS))]
@@ -74,6 +80,7 @@ def main():
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--frozen", nargs="*", default=[], help="parameter subtrees to freeze, e.g. visual")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tint", action="store_true", help="cell backgrounds tinted by row and column")
     args = parser.parse_args()
 
     config = tiny_config()
@@ -88,7 +95,7 @@ def main():
     rng = np.random.default_rng(args.seed)
 
     def batch_of(n):
-        rows = [conversation.encode_conversation(exp.processor, example(args.task, rng)) for _ in range(n)]
+        rows = [conversation.encode_conversation(exp.processor, example(args.task, rng, args.tint)) for _ in range(n)]
         return trainer.sft_batch(exp, rows, n, 1, min_length=64, min_patches=1024)
 
     # Chance: the answer tokens that vary are one 4-way choice (colour) or two (row, column).
@@ -107,7 +114,7 @@ def main():
     tail = losses[-max(1, args.steps // 10):]
     print(json.dumps({
         "bench": "perception_probe", "date": datetime.date.today().isoformat(), "machine": platform.node(),
-        "task": args.task, "frozen": args.frozen, "steps": args.steps, "lr": args.lr, "batch": args.batch,
+        "task": args.task, "tint": args.tint, "frozen": args.frozen, "steps": args.steps, "lr": args.lr, "batch": args.batch,
         "loss_first": round(losses[0], 4), "loss_last_tenth_mean": round(float(np.mean(tail)), 4),
         "chance_loss": round(float(chance), 4),
         "vision_token_norm": round(float(np.linalg.norm(feats, axis=1).mean()), 4),

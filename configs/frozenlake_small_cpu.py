@@ -18,6 +18,8 @@ Measured (54.5 min):
   these changes.
 - During RL the sampled training reward rises 0.125 -> 0.167 (p = 0.045).
 - Greedy optimal_rate goes 0.025 -> 0.05, only 2 maps of 80: the task itself is not yet learned measurably.
+- Reading the map is not reproducible: a run that differed only in ``sft.wrong_route_loss=False`` gave one route per
+  grid size after the same 1,500 SFT steps (BENCHMARKS.md, fifth session).
 """
 
 import importlib.util

@@ -43,16 +43,6 @@ COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30), 
 CELL, GRID = 28, 4
 
 
-def tiny_config():
-    import importlib.util
-
-    path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "frozenlake_tiny_cpu.py"
-    spec = importlib.util.spec_from_file_location("frozenlake_tiny_cpu", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
 def example(task: str, rng: np.random.Generator, tint: bool = False):
     pixels = np.full((GRID * CELL, GRID * CELL, 3), 200, np.uint8)
     if tint:  # each cell's grey background says where it is: red channel by row, blue by column
@@ -83,7 +73,7 @@ def main():
     parser.add_argument("--tint", action="store_true", help="cell backgrounds tinted by row and column")
     args = parser.parse_args()
 
-    config = tiny_config()
+    config = experiment.load_config(pathlib.Path(__file__).resolve().parents[1] / "configs" / "frozenlake_tiny_cpu.py")
     exp = experiment.build(config)
     params, specs = experiment.initial_params(exp, args.seed)
     opt = trainer.optimizer_config(config, args.lr)

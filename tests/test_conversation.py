@@ -3,17 +3,9 @@
 import numpy as np
 import pytest
 
-from vrrl_jax.data import conversation, processor as processor_lib
-from vrrl_jax.data.task_tokenizer import load_task_tokenizer
+from vrrl_jax.data import conversation
 from vrrl_jax.envs.frozenlake import generate
 from vrrl_jax.sft import transcripts
-
-
-@pytest.fixture(scope="module")
-def proc():
-    cfg = processor_lib.ImageProcessorConfig.qwen2_5_vl()
-    cfg = processor_lib.ImageProcessorConfig(**{**cfg.__dict__, "min_pixels": 56 * 56, "max_pixels": 196 * 196})
-    return processor_lib.ChatProcessor(load_task_tokenizer(), cfg)
 
 
 def _hf_processor(tok, image_cfg):
@@ -27,7 +19,8 @@ def _hf_processor(tok, image_cfg):
     return NoVideo(image_processor=ip, tokenizer=tok, video_processor=None, chat_template=tok.chat_template)
 
 
-def test_matches_hf_one_shot_and_roles(proc):
+def test_matches_hf_one_shot_and_roles(task_processor):
+    proc = task_processor
     rng = np.random.default_rng(0)
     spec = generate.generate_maps(4, 1, seed=3)[0]
     tr = transcripts.make_transcript(spec, rng, transcripts.TranscriptConfig(p_correct_first=0.0))
@@ -58,7 +51,8 @@ def test_matches_hf_one_shot_and_roles(proc):
     assert not np.any((enc.input_ids == proc.token_ids.image_token_id) & (enc.assistant_mask == 1))
 
 
-def test_rejects_malformed(proc):
+def test_rejects_malformed(task_processor):
+    proc = task_processor
     with pytest.raises(ValueError, match="must start"):
         conversation.encode_conversation(proc, [{"role": "assistant", "content": "hi"}])
     with pytest.raises(ValueError, match="assistant content"):

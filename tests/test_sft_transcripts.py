@@ -294,16 +294,11 @@ def test_config_from_mapping():
 
 
 def test_trainer_draws_transcripts_in_the_training_maps_style():
-    import importlib.util
     import pathlib
 
-    from vrrl_jax import trainer
+    from vrrl_jax import experiment, trainer
 
-    path = pathlib.Path(__file__).parents[1] / "configs" / "frozenlake_tiny_cpu.py"
-    module_spec = importlib.util.spec_from_file_location("tiny_cfg", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    config = module.get_config()
+    config = experiment.load_config(pathlib.Path(__file__).parents[1] / "configs" / "frozenlake_tiny_cpu.py")
     config.data.train_style = "compact"
     assert trainer.transcript_config(config).style == "compact"
     config.sft.transcripts.style = "compact"
@@ -313,16 +308,12 @@ def test_trainer_draws_transcripts_in_the_training_maps_style():
         trainer.transcript_config(config)
 
 
-def test_trainer_can_leave_wrong_routes_out_of_the_loss(train_specs):
+def test_trainer_can_leave_wrong_routes_out_of_the_loss(train_specs, task_processor):
     import types
 
     from vrrl_jax import trainer
-    from vrrl_jax.data import processor as processor_lib
-    from vrrl_jax.data.task_tokenizer import load_task_tokenizer
 
-    cfg = processor_lib.ImageProcessorConfig.qwen2_5_vl()
-    cfg = processor_lib.ImageProcessorConfig(**{**cfg.__dict__, "min_pixels": 56 * 56, "max_pixels": 196 * 196})
-    proc = processor_lib.ChatProcessor(load_task_tokenizer(), cfg)
+    proc = task_processor
     exp = types.SimpleNamespace(processor=proc)
     tcfg = transcripts.TranscriptConfig(p_correct_first=0.3, max_wrong_routes=2, p_another_wrong=0.5)
     full = trainer.sft_rows(exp, train_specs, np.random.default_rng(5), 12, tcfg)

@@ -154,19 +154,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     experiment.enable_compilation_cache()
-    config = _load_config(args.config)
+    config = experiment.load_config(args.config)
     params = _load_params(config, args.checkpoint)
     exp = experiment.build(config)
     evaluate(exp, config, params, pathlib.Path(args.out))
-
-
-def _load_config(path: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("vrrl_eval_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def _load_params(config, checkpoint: str):

@@ -38,6 +38,16 @@ class Experiment:
     rules: tuple
 
 
+def load_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
+    """``get_config()`` of a config file, for tools that take ``--config path.py`` without absl flags."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"vrrl_config_{pathlib.Path(path).stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
 def _to_dict(value) -> dict:
     return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else dict(value)
 

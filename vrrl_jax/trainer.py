@@ -46,7 +46,7 @@ def optimizer_config(config, learning_rate: float) -> ts_lib.OptimizerConfig:
     opt = _dict(config.optimizer)
     return ts_lib.OptimizerConfig(learning_rate=learning_rate, b1=opt["b1"], b2=opt["b2"], eps=opt["eps"],
                                   weight_decay=opt["weight_decay"], max_grad_norm=opt["grad_clip_norm"],
-                                  warmup_steps=opt["warmup_steps"], frozen=tuple(opt.get("frozen", ())))
+                                  warmup_steps=opt["warmup_steps"], frozen=tuple(opt["frozen"]))
 
 
 def data_config(config) -> frozenlake_data.FrozenLakeDataConfig:

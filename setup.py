@@ -8,8 +8,14 @@ setup(
     packages=find_packages(include=["vrrl_jax", "vrrl_jax.*"]),
     package_data={"vrrl_jax": ["assets/**/*"]},
     include_package_data=True,
+    # Every module the package imports at run time, named here even when another dependency happens to bring it
+    # today (jinja2 came only with torch, i.e. with the test extras, and a plain install could not tokenise a chat).
     install_requires=[
         "numpy>=2.0",
+        "absl-py>=1.0",  # train.py's flags
+        "jinja2>=3.1",  # transformers renders the chat template with it (apply_chat_template)
+        "tokenizers>=0.20",  # the packaged task tokenizer is a tokenizers JSON
+        "ml_dtypes>=0.5",  # bfloat16 for numpy when reading safetensors
         "jax>=0.10.2",
         "flax>=0.12.8",
         "optax>=0.2.8",

@@ -33,7 +33,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from vrrl_jax import experiment, trainer
+from vrrl_jax import experiment, run_config, trainer
 from vrrl_jax.data import conversation
 from vrrl_jax.models.qwen2_5_vl import Qwen25VL
 from vrrl_jax.rl import train_state as ts_lib
@@ -76,7 +76,7 @@ def main():
     config = experiment.load_config(pathlib.Path(__file__).resolve().parents[1] / "configs" / "frozenlake_tiny_cpu.py")
     exp = experiment.build(config)
     params, specs = experiment.initial_params(exp, args.seed)
-    opt = trainer.optimizer_config(config, args.lr)
+    opt = run_config.optimizer_config(config, args.lr)
     opt = ts_lib.OptimizerConfig(**{**opt.__dict__, "frozen": tuple(args.frozen)})
     state = ts_lib.create_train_state(params, specs, opt, jax.random.PRNGKey(args.seed), exp.mesh, exp.rules,
                                       keep_reference=False)

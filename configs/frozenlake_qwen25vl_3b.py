@@ -9,8 +9,6 @@ Upstream starts RL from a multi-turn SFT model (not released); set sft.steps > 0
 synthetic transcripts instead.
 """
 
-import ml_collections
-
 import importlib.util
 import pathlib
 
@@ -21,14 +19,14 @@ _spec.loader.exec_module(frozenlake_tiny_cpu)
 
 def get_config():
   c = frozenlake_tiny_cpu.get_config()
-  c.init_checkpoint = ml_collections.config_dict.placeholder(str)  # required: --config.init_checkpoint=...
-  c.tokenizer_dir = None  # None: the tokenizer files next to init_checkpoint
+  # init_checkpoint (a placeholder from the tiny config) is required: --config.init_checkpoint=...; tokenizer_dir
+  # unset: the tokenizer files next to init_checkpoint.
   c.model = None  # taken from the checkpoint
   c.model_options = dict(dtype="bfloat16", param_dtype="float32", scan_layers=True, remat_policy="nothing_saveable")
   c.max_sequence_len = 8192
   c.image = dict(min_pixels=3136, max_pixels=12845056)  # the hub preprocessor defaults
   c.mesh = dict(data=1, fsdp=-1, tensor=1)
-  c.data.train_source = "shared"
+  c.data.train_source = "release"
   c.sft.steps = 0
   c.rl.update(
       steps=1200, prompts_per_step=32, samples_per_prompt=8, micro_batches=8, learning_rate=5e-7,

@@ -12,11 +12,13 @@ def get_config():
 
   # Model: a Hugging Face config.json dict (token ids are filled in from the tokenizer when left None) or
   # init_checkpoint (an HF directory or one written by `python -m vrrl_jax.convert hf-to-orbax`).
-  c.init_checkpoint = None
-  c.tokenizer_dir = None  # None: the packaged FrozenLake tokenizer (vrrl_jax/assets/tokenizer_frozenlake)
+  # Placeholders: unset (None) here, and a path string from the command line (--config.init_checkpoint=PATH).
+  c.init_checkpoint = ml_collections.config_dict.placeholder(str)
+  # Unset: the packaged FrozenLake tokenizer (vrrl_jax/assets/tokenizer_frozenlake), or the one in init_checkpoint.
+  c.tokenizer_dir = ml_collections.config_dict.placeholder(str)
   c.model = dict(
       model_type="qwen2_5_vl",
-      text_config=dict(vocab_size=None, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
+      text_config=dict(vocab_size=ml_collections.config_dict.placeholder(int), hidden_size=128, intermediate_size=384, num_hidden_layers=4,
                        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
                        max_position_embeddings=4096, hidden_act="silu",
                        rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=(4, 6, 6))),
@@ -25,14 +27,17 @@ def get_config():
                          window_size=56, fullatt_block_indexes=(1,), out_hidden_size=128, tokens_per_second=2),
       tie_word_embeddings=True)
   c.max_sequence_len = 1024  # whole conversation, prompt included (tokens)
-  c.model_options = dict(dtype="float32", param_dtype="float32", scan_layers=False, remat_policy=None)
+  c.model_options = dict(dtype="float32", param_dtype="float32", scan_layers=False,
+                         remat_policy=ml_collections.config_dict.placeholder(str))
   # Images: the renders are shrunk by the processor to at most 5x5 merged tokens (140x140 px).
   c.image = dict(min_pixels=56 * 56, max_pixels=140 * 140)
 
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
 
   # Render styles (envs/frozenlake/render.py): "default" 112 px/cell, "ood" (level-7 eval), "compact" 28 px/cell.
-  c.data = dict(train_source="shared", max_per_split=None, generated_eval_levels=(7,),
+  # data_dir unset: the release's map files shipped in the package (vrrl_jax/assets/frozenlake).
+  c.data = dict(data_dir=ml_collections.config_dict.placeholder(str), train_source="release",
+                max_per_split=ml_collections.config_dict.placeholder(int), generated_eval_levels=(7,),
                 generated_eval_per_level=250, train_style="default", eval_style="default", ood_style="ood")
 
   # frozen: parameter subtrees that never update ("visual": the vision tower; see small_cpu config).

@@ -17,7 +17,8 @@ FROZENLAKE_DATA = SHARED / "data" / "frozenlake"
 
 
 @pytest.fixture(scope="session")
-def frozenlake_data_dir() -> pathlib.Path:
+def shared_frozenlake_dir() -> pathlib.Path:
+    """The release's map files as ../shared holds them: only to check the packaged copy against."""
     if not FROZENLAKE_DATA.is_dir():
         raise FileNotFoundError(f"shared FrozenLake data not found at {FROZENLAKE_DATA}; clone with ../shared beside")
     return FROZENLAKE_DATA

@@ -7,19 +7,20 @@ import json
 import numpy as np
 import pytest
 
+from vrrl_jax.envs.frozenlake import release_data
 from vrrl_jax.envs.frozenlake import generate, maps
 from vrrl_jax.envs.frozenlake.__main__ import main
 
 
 @pytest.fixture(scope="module")
-def rl_maps(frozenlake_data_dir):
-    return json.loads((frozenlake_data_dir / "rl_maps.json").read_text())
+def rl_maps():
+    return release_data.read_maps(release_data.TRAIN_FILE)
 
 
 @pytest.fixture(scope="module")
-def eval_hashes_reference(frozenlake_data_dir):
+def eval_hashes_reference():
     """Recomputed here with hashlib from the raw layouts, independently of the code under test."""
-    entries = json.loads((frozenlake_data_dir / "eval_L3-L6.json").read_text())
+    entries = release_data.read_maps(release_data.EVAL_FILE)
     return {hashlib.sha256("".join("".join(r) for r in e["metadata"]["layout"]).encode()).hexdigest()
             for e in entries}
 
@@ -81,8 +82,9 @@ def test_eval_hashes_loaded(eval_hashes_reference):
     assert len(eval_hashes_reference) == 1000
 
 
-def test_load_layout_hashes_recomputes_from_layouts(frozenlake_data_dir, rl_maps, tmp_path):
-    assert generate.load_layout_hashes(frozenlake_data_dir / "rl_maps.json") == {x["layout_hash"] for x in rl_maps}
+def test_load_layout_hashes_recomputes_from_layouts(rl_maps, tmp_path):
+    (tmp_path / "rl_maps.json").write_text(json.dumps(rl_maps))
+    assert generate.load_layout_hashes(tmp_path / "rl_maps.json") == {x["layout_hash"] for x in rl_maps}
     jsonl = tmp_path / "m.jsonl"
     jsonl.write_text("\n".join(json.dumps(x) for x in rl_maps[:5]) + "\n")
     assert generate.load_layout_hashes(jsonl) == {x["layout_hash"] for x in rl_maps[:5]}

@@ -1,21 +1,21 @@
 """BFS, layout hash and validation of maps.py against upstream's published maps (the reference)."""
 
 import hashlib
-import json
 
 import pytest
 
+from vrrl_jax.envs.frozenlake import release_data
 from vrrl_jax.envs.frozenlake import maps
 
 
 @pytest.fixture(scope="module")
-def eval_maps(frozenlake_data_dir):
-    return json.loads((frozenlake_data_dir / "eval_L3-L6.json").read_text())
+def eval_maps():
+    return release_data.read_maps(release_data.EVAL_FILE)
 
 
 @pytest.fixture(scope="module")
-def rl_maps(frozenlake_data_dir):
-    return json.loads((frozenlake_data_dir / "rl_maps.json").read_text())
+def rl_maps():
+    return release_data.read_maps(release_data.TRAIN_FILE)
 
 
 def test_eval_maps_shortest_length_and_routes(eval_maps):

@@ -2,7 +2,6 @@
 (cell (r, c) covers x in [(c + left) * s, (c + left + 1) * s), centre at + s // 2) with a walker written
 in this file, never taken from render.py."""
 
-import json
 import math
 import statistics
 import time
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vrrl_jax.envs.frozenlake import release_data
 from vrrl_jax.envs.frozenlake import generate, maps, render
 from vrrl_jax.envs.frozenlake.__main__ import main
 
@@ -19,8 +19,8 @@ DELTA = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
 
 
 @pytest.fixture(scope="module")
-def eval_specs(frozenlake_data_dir):
-    entries = json.loads((frozenlake_data_dir / "eval_L3-L6.json").read_text())
+def eval_specs():
+    entries = release_data.read_maps(release_data.EVAL_FILE)
     return [maps.parse_spec(e) for e in entries[::50]]  # 20 maps, levels 3..6
 
 

@@ -6,13 +6,13 @@ maps and the BFS ``distance_map`` that upstream ships with each of its 3,000 tra
 """
 
 import dataclasses
-import json
 import random
 
 import ml_collections
 import numpy as np
 import pytest
 
+from vrrl_jax.envs.frozenlake import release_data
 from vrrl_jax.envs.frozenlake.maps import MapSpecError, distance_map, parse_spec
 from vrrl_jax.rewards import frozenlake as fl
 from vrrl_jax.rewards.frozenlake import METRIC_KEYS, BufferFields, RewardConfig, score_batch, score_turns
@@ -529,8 +529,8 @@ def test_distance_cache_is_shared_and_read_only():
 
 
 @pytest.fixture(scope="module")
-def eval_maps(frozenlake_data_dir):
-    return json.loads((frozenlake_data_dir / "eval_L3-L6.json").read_text())
+def eval_maps():
+    return release_data.read_maps(release_data.EVAL_FILE)
 
 
 def test_eval_maps_optimal_route_is_em_and_perturbations_are_not(eval_maps):
@@ -563,11 +563,11 @@ def test_eval_maps_optimal_route_is_em_and_perturbations_are_not(eval_maps):
             assert out["overall"] == pytest.approx(1.0 + 0.1 * (1.0 - (n - 1) / n) * 1.0**1 - 0.01 * 1)
 
 
-def test_progress_rate_against_upstream_distance_maps(frozenlake_data_dir):
+def test_progress_rate_against_upstream_distance_maps():
     """PR of random routes, recomputed from the BFS distances upstream ships with its training maps."""
     steps = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
     rng = random.Random(0)
-    entries = json.loads((frozenlake_data_dir / "rl_maps.json").read_text())
+    entries = release_data.read_maps(release_data.TRAIN_FILE)
     assert len(entries) == 3000
     short = {"U": "up", "D": "down", "L": "left", "R": "right"}
     for entry in entries:

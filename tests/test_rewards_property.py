@@ -1,11 +1,11 @@
 """Property test: any model text scores without raising, and every metric stays in its range."""
 
-import json
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from vrrl_jax.envs.frozenlake import release_data
 from vrrl_jax.rewards.frozenlake import METRIC_KEYS, RewardConfig, score_turns
 
 HAND_MAPS = [
@@ -80,8 +80,8 @@ def protocol_transcripts(draw, optimal):
 
 
 @pytest.fixture(scope="module")
-def maps_and_routes(frozenlake_data_dir):
-    entries = json.loads((frozenlake_data_dir / "eval_L3-L6.json").read_text())
+def maps_and_routes():
+    entries = release_data.read_maps(release_data.EVAL_FILE)
     picked = HAND_MAPS + entries[::40]  # 25 eval maps across levels 3-6
     optimal = ["right right down down", "right right down down", "down right"]
     optimal += [" ".join(e["metadata"]["actions"]) for e in entries[::40]]

@@ -57,13 +57,13 @@ def test_buckets_reject_bad_fields(field, value):
 def test_config_sections_are_checked():
   import ml_collections
 
-  from vrrl_jax import experiment
+  from vrrl_jax import run_config
 
   config = ml_collections.ConfigDict({"sampler": {"min_cache": 256, "min_cahce": 512}})
   with pytest.raises(ValueError, match="min_cahce"):
-    experiment.make_sampler(None, config)
+    run_config.sampler_buckets(config)
   section = ml_collections.ConfigDict({"update_min_rows": 0, "min_length": 384})
   with pytest.raises(ValueError, match="update_min_rows"):
-    experiment.shape_floor(section, "update_min_rows", 1)
-  assert experiment.shape_floor(section, "min_length", 64) == 384
-  assert experiment.shape_floor(section, "min_patches", 256) == 256  # absent: the default
+    run_config.shape_floor(section, "update_min_rows", 1)
+  assert run_config.shape_floor(section, "min_length", 64) == 384
+  assert run_config.shape_floor(section, "min_patches", 256) == 256  # absent: the default

@@ -9,7 +9,6 @@ known in closed form (log 0.6 / 0.2 / 0.2 at the branch, 0 elsewhere). Checks ar
 processor's tokenisation of each whole conversation, masks rebuilt from the chat markup, the reward function.
 """
 
-import copy
 
 import jax
 import numpy as np

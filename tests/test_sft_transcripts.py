@@ -6,12 +6,12 @@ rules of VRRL_SPEC section 2 for the score.
 """
 
 import dataclasses
-import json
 import re
 
 import numpy as np
 import pytest
 
+from vrrl_jax.envs.frozenlake import release_data
 from vrrl_jax.envs.frozenlake import generate, maps, parse, protocol, render
 from vrrl_jax.rewards.frozenlake import RewardConfig, score_turns
 from vrrl_jax.sft import transcripts
@@ -21,16 +21,16 @@ NO_HOLES = {"layout": ["SFF", "FFF", "FFG"], "start_pos": 0, "target_pos": 8}
 
 
 @pytest.fixture(scope="module")
-def train_specs(frozenlake_data_dir):
-    entries = json.loads((frozenlake_data_dir / "rl_maps.json").read_text())
+def train_specs():
+    entries = release_data.read_maps(release_data.TRAIN_FILE)
     rng = np.random.default_rng(0)
     picks = rng.choice(len(entries), size=60, replace=False)
     return [maps.parse_spec(entries[int(i)]) for i in picks]
 
 
 @pytest.fixture(scope="module")
-def eval_specs(frozenlake_data_dir):
-    entries = json.loads((frozenlake_data_dir / "eval_L3-L6.json").read_text())
+def eval_specs():
+    entries = release_data.read_maps(release_data.EVAL_FILE)
     return [maps.parse_spec(e) for e in entries]
 
 
@@ -296,16 +296,16 @@ def test_config_from_mapping():
 def test_trainer_draws_transcripts_in_the_training_maps_style():
     import pathlib
 
-    from vrrl_jax import experiment, trainer
+    from vrrl_jax import experiment, run_config
 
     config = experiment.load_config(pathlib.Path(__file__).parents[1] / "configs" / "frozenlake_tiny_cpu.py")
     config.data.train_style = "compact"
-    assert trainer.transcript_config(config).style == "compact"
+    assert run_config.transcript_config(config).style == "compact"
     config.sft.transcripts.style = "compact"
-    assert trainer.transcript_config(config).style == "compact"
+    assert run_config.transcript_config(config).style == "compact"
     config.sft.transcripts.style = "default"
     with pytest.raises(ValueError, match="differs from data.train_style"):
-        trainer.transcript_config(config)
+        run_config.transcript_config(config)
 
 
 def test_trainer_can_leave_wrong_routes_out_of_the_loss(train_specs, task_processor):

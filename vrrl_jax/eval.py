@@ -24,7 +24,7 @@ import pathlib
 import jax
 import numpy as np
 
-from vrrl_jax import evaluation, experiment, gallery
+from vrrl_jax import evaluation, experiment, gallery, run_config
 from vrrl_jax.data import frozenlake as frozenlake_data
 from vrrl_jax.envs.frozenlake import maps, parse, protocol
 from vrrl_jax.rewards import frozenlake as rewards_lib
@@ -35,9 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def _eval_examples(config) -> list:
-    from vrrl_jax.trainer import data_config
-
-    cfg = data_config(config)
+    cfg = run_config.data_config(config)
     out = []
     for level in config.eval.levels:
         examples = frozenlake_data.load_split(f"eval_L{level}", cfg)
@@ -47,9 +45,7 @@ def _eval_examples(config) -> list:
 
 def _play(exp, config, sampler, params, specs, *, style: str, max_turns: int, prefixes=None):
     """Greedy rollouts in batches of ``config.eval.batch_size``."""
-    from vrrl_jax.rl_loop import rollout_config
-
-    cfg = rollout_config(config, greedy=True, max_turns=max_turns, style=style)
+    cfg = run_config.rollout_config(config, greedy=True, max_turns=max_turns, style=style)
     out, batch = [], int(config.eval.batch_size)
     for start in range(0, len(specs), batch):
         chunk = slice(start, start + batch)
@@ -94,7 +90,7 @@ def grounding_probe(exp, config, sampler, params, examples, trajectories) -> dic
 def evaluate(exp, config, params, outdir: pathlib.Path, *, sampler=None) -> dict:
     """Greedy episodes on the eval maps -> metrics dict (also written to ``outdir/metrics.json``) and gallery."""
     outdir = pathlib.Path(outdir)
-    sampler = sampler or experiment.make_sampler(exp, config)
+    sampler = sampler or experiment.make_sampler(exp, run_config.sampler_buckets(config))
     examples = _eval_examples(config)
     max_turns = int(config.eval.max_turns)
     trajectories = [None] * len(examples)
@@ -108,7 +104,7 @@ def evaluate(exp, config, params, outdir: pathlib.Path, *, sampler=None) -> dict
     metrics = evaluation.aggregate(records)
     metrics["grounding_probe"] = grounding_probe(exp, config, sampler, params, examples, trajectories)
 
-    reward_config = rewards_lib.RewardConfig.from_mapping(config.rl.reward.to_dict())
+    reward_config = run_config.reward_config(config)
     scores = rewards_lib.score_batch([t.turns for t in trajectories], [t.spec for t in trajectories], reward_config)
     metrics["reward"] = {k: float(np.mean(v)) for k, v in scores.items()}
     if jax.process_index() == 0:
@@ -155,6 +151,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     experiment.enable_compilation_cache()
     config = experiment.load_config(args.config)
+    run_config.validate(config)
     params = _load_params(config, args.checkpoint)
     exp = experiment.build(config)
     evaluate(exp, config, params, pathlib.Path(args.out))

@@ -138,28 +138,11 @@ def initial_params(exp: Experiment, seed: int):
     return init_params(exp.model_config, jax.random.PRNGKey(seed))
 
 
-def shape_floor(section, name: str, default: int) -> int:
-    """A lower bound on one padded batch dimension (``config.<phase>.<name>``). Every batch at or under the floors
-    shares one compiled program: on a small CPU run, compiling a program per shape bucket costs more than the
-    padding (10-18 s per update program for the tiny model)."""
-    value = section.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"config {name} must be a positive int, got {value!r}")
-    return value
-
-
-def make_sampler(exp: Experiment, config):
-    """The batched sampler, its shape buckets from ``config.sampler`` (``sampling.buckets.Buckets`` fields; absent:
-    the defaults)."""
-    from vrrl_jax.sampling.buckets import Buckets
+def make_sampler(exp: Experiment, buckets):
+    """The batched sampler with shape buckets ``buckets`` (``run_config.sampler_buckets(config)``)."""
     from vrrl_jax.sampling.sampler import Sampler
 
-    fields = _to_dict(config.get("sampler", None) or {})
-    known = {f.name for f in dataclasses.fields(Buckets)}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise ValueError(f"config.sampler has unknown keys {unknown}; known: {sorted(known)}")
-    return Sampler(exp.model_config, pad_token_id=exp.token_ids.pad_token_id, mesh=exp.mesh, buckets=Buckets(**fields))
+    return Sampler(exp.model_config, pad_token_id=exp.token_ids.pad_token_id, mesh=exp.mesh, buckets=buckets)
 
 
 def enable_compilation_cache(path: str | None = None) -> str:

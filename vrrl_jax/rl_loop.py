@@ -20,21 +20,18 @@ import dataclasses
 import logging
 import pathlib
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import tqdm
 
-from vrrl_jax import experiment
+from vrrl_jax import experiment, run_config
 from vrrl_jax.data import batching
-from vrrl_jax.envs.frozenlake import maps, protocol
 from vrrl_jax.rewards import frozenlake as rewards_lib
 from vrrl_jax.rl import advantages as advantages_lib
 from vrrl_jax.rl import filtering as filtering_lib
-from vrrl_jax.rl import loss as loss_lib
 from vrrl_jax.rl import modes as modes_lib
 from vrrl_jax.rl import prefix_buffer as buffer_lib
 from vrrl_jax.rl import step as rl_step
@@ -48,30 +45,8 @@ RL_TAG, DATA_TAG = 2, 3
 FORCED_THINK = "<THINK>"
 
 
-def _dict(value) -> dict:
-    return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else dict(value)
-
-
 def make_buffer(config) -> buffer_lib.PrefixBuffer:
-    return buffer_lib.PrefixBuffer(buffer_lib.PrefixBufferConfig(**_dict(config.rl.buffer)),
-                                   seed=int(config.seed) + 17)
-
-
-def mode_config(config) -> modes_lib.ModeConfig:
-    w = _dict(config.rl.mode_weights)
-    return modes_lib.ModeConfig(normal_weight=w["normal"], random_start_weight=w["random_start"],
-                                prefix_buffer_weight=w["prefix_buffer"],
-                                random_start_turn_min=int(config.rl.random_start_turn_min),
-                                mask_all_until_final=bool(config.rl.mask_all_until_final),
-                                mask_buffer_prefix=bool(config.rl.mask_buffer_prefix))
-
-
-def step_config(config) -> rl_step.StepConfig:
-    from vrrl_jax.trainer import optimizer_config
-
-    return rl_step.StepConfig(loss=loss_lib.PolicyLossConfig(**_dict(config.rl.loss)),
-                              optimizer=optimizer_config(config, float(config.rl.learning_rate)),
-                              temperature=float(config.rl.temperature) or 1.0)
+    return buffer_lib.PrefixBuffer(run_config.buffer_config(config), seed=int(config.seed) + 17)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -95,16 +70,6 @@ class Group:
     rewards: dict[str, np.ndarray]  # metric -> [n]
 
 
-def rollout_config(config, *, greedy: bool = False, max_turns: int | None = None,
-                   style: str = "default") -> rollout_lib.RolloutConfig:
-    section = config.eval if greedy else config.rl
-    return rollout_lib.RolloutConfig(
-        max_turns=int(max_turns if max_turns is not None else section.max_turns),
-        max_new_tokens=int(section.max_new_tokens), max_sequence_len=int(config.max_sequence_len),
-        temperature=0.0 if greedy else float(config.rl.temperature), top_p=1.0 if greedy else float(config.rl.top_p),
-        style=style)
-
-
 def draw_groups(exp, config, sampler, params, examples, buffer, progress, rng: np.random.Generator, key,
                 reward_config: rewards_lib.RewardConfig, timings: dict | None = None) -> list[Group]:
     """Steps 1-3 of one draw: prompts, modes, buffer entries, rollout, rewards. Seconds spent scoring are added to
@@ -116,7 +81,7 @@ def draw_groups(exp, config, sampler, params, examples, buffer, progress, rng: n
     if progress.prompts_consumed // len(examples) != old_epoch:
         buffer.start_epoch()
 
-    modes = modes_lib.draw_modes(num_q, mode_config(config), buffer.can_sample(), rng)
+    modes = modes_lib.draw_modes(num_q, run_config.mode_config(config), buffer.can_sample(), rng)
     want = int(np.sum(modes == buffer_lib.MODE_PREFIX_BUFFER))
     entries = buffer.sample(want) if want else []
     modes = modes_lib.demote_unserved_buffer_questions(modes, len(entries))
@@ -130,7 +95,7 @@ def draw_groups(exp, config, sampler, params, examples, buffer, progress, rng: n
     if len(styles) != 1:
         raise ValueError(f"training examples mix render styles {sorted(styles)}; one rollout batch needs one")
     trajectories = rollout_lib.rollout(sampler, exp.processor, params, specs, n, prefixes=prefixes,
-                                       forced_openings=openings, config=rollout_config(config, style=styles.pop()),
+                                       forced_openings=openings, config=run_config.rollout_config(config, style=styles.pop()),
                                        rng=key)
     t0 = time.perf_counter()
     groups = []
@@ -163,13 +128,13 @@ def build_update_batch(exp, config, groups: Sequence[Group], rng: np.random.Gene
     samples = [s for g in groups for s in g.samples]
     rows = [as_row(s) for s in samples]
     padded = batching.pad_rows(rows, exp.token_ids.pad_token_id, num_rows=num_rows,
-                               min_length=experiment.shape_floor(config.rl, "update_min_length", batching.MIN_LENGTH))
+                               min_length=run_config.shape_floor(config.rl, "update_min_length", batching.MIN_LENGTH))
     n_real = len(samples)
     sample_modes = np.array([g.mode for g in groups for _ in g.samples] + ["normal"] * (num_rows - n_real))
     num_turns = np.array([s.num_turns for s in samples] + [0] * (num_rows - n_real), np.int64)
     prefix_turns = np.array([s.num_prefix_turns for s in samples] + [0] * (num_rows - n_real), np.int64)
     mask, start_turn = modes_lib.loss_mask(padded.assistant_mask, padded.turn_index, num_turns, sample_modes,
-                                           prefix_turns, mode_config(config), rng)
+                                           prefix_turns, run_config.mode_config(config), rng)
     targets, target_mask = rl_step.next_token_targets(padded.input_ids, mask)
     # Sampler log-probs, aligned with targets like the trainer's (token t+1 predicted at t).
     sample_logp = np.zeros(padded.input_ids.shape, np.float32)
@@ -183,7 +148,7 @@ def build_update_batch(exp, config, groups: Sequence[Group], rng: np.random.Gene
     inputs = rl_step.prepare_micro_batches(exp.model_config, padded.input_ids, padded.attention_mask,
                                            padded.pixel_values, padded.image_grid_thw, micro,
                                            patch_multiple=padded.patch_bucket(
-                                               micro, experiment.shape_floor(config.rl, "update_min_patches",
+                                               micro, run_config.shape_floor(config.rl, "update_min_patches",
                                                                              batching.MIN_PATCHES)))
     host = dict(targets=rl_step.micro_batch_rows(targets, micro), loss_mask=rl_step.micro_batch_rows(target_mask, micro),
                 advantages=rl_step.micro_batch_rows(adv, micro), sample_logp=rl_step.micro_batch_rows(sample_logp, micro),
@@ -214,14 +179,12 @@ def _reward_metrics(groups: Sequence[Group], prefix: str = "reward") -> dict[str
 
 def run_rl(exp, config, workdir: pathlib.Path, params, specs, state, buffer, progress, ckpt, writer) -> dict:
     from vrrl_jax import eval as eval_lib
-    from vrrl_jax.trainer import data_config
-
     from vrrl_jax.data import frozenlake as frozenlake_data
 
     seed = int(config.seed)
     sft_steps, rl_steps = int(config.sft.steps), int(config.rl.steps)
     total = sft_steps + rl_steps
-    scfg = step_config(config)
+    scfg = run_config.step_config(config)
     keep_reference = scfg.loss.kl_coef > 0
     if state is None:
         state = ts_lib.create_train_state(params, specs, scfg.optimizer, jax.random.PRNGKey(seed), exp.mesh,
@@ -231,12 +194,12 @@ def run_rl(exp, config, workdir: pathlib.Path, params, specs, state, buffer, pro
     update = rl_step.make_train_step(exp.model, exp.mesh, exp.rules, scfg, shardings)
     logprob_fn = rl_step.make_logprob_fn(exp.model, exp.mesh, exp.rules, shardings.params,
                                          scfg.logprob_chunk_size, scfg.temperature)
-    sampler = experiment.make_sampler(exp, config)
-    examples = frozenlake_data.load_split("train", data_config(config))
-    reward_config = rewards_lib.RewardConfig.from_mapping(_dict(config.rl.reward))
-    filter_config = filtering_lib.FilterConfig(**_dict(config.rl.filter))
+    sampler = experiment.make_sampler(exp, run_config.sampler_buckets(config))
+    examples = frozenlake_data.load_split("train", run_config.data_config(config))
+    reward_config = run_config.reward_config(config)
+    filter_config = run_config.filter_config(config)
     rows_multiple = int(config.rl.micro_batches) * max(1, sampler.batch_multiple)
-    min_rows = experiment.shape_floor(config.rl, "update_min_rows", 1)
+    min_rows = run_config.shape_floor(config.rl, "update_min_rows", 1)
     results = {}
 
     run_eval = len(config.eval.levels) > 0

@@ -10,11 +10,8 @@ buffer, masks) is numpy; device work is the jitted sampler, log-prob and update 
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-import pathlib
-import time
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -48,10 +45,13 @@ def main(argv) -> None:
         _initialize_distributed()
     if FLAGS.config is None or FLAGS.workdir is None:
         raise app.UsageError("--config and --workdir are required")
-    from vrrl_jax import experiment, trainer
+    from vrrl_jax import experiment, run_config, trainer
 
     experiment.enable_compilation_cache()
-    trainer.run(FLAGS.config, FLAGS.workdir)
+    try:
+        trainer.run(FLAGS.config, FLAGS.workdir)
+    except run_config.ConfigError as e:  # the message names the field; a traceback would only bury it
+        raise SystemExit(f"bad config: {e}") from None
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Determinism on resume: device randomness is ``fold_in(key(seed), global_step)`` 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import pathlib
 import time
@@ -24,6 +23,7 @@ import numpy as np
 import tqdm
 
 from vrrl_jax import experiment, metrics as metrics_lib
+from vrrl_jax import run_config
 from vrrl_jax.checkpoints.train_checkpoint import TrainCheckpointer
 from vrrl_jax.data import batching, conversation
 from vrrl_jax.data import frozenlake as frozenlake_data
@@ -36,25 +36,6 @@ log = logging.getLogger(__name__)
 
 SFT, SFT_DONE, RL, DONE = "sft", "sft_done", "rl", "done"
 _PHASE_TAG = {SFT: 1, RL: 2}
-
-
-def _dict(value) -> dict:
-    return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else dict(value)
-
-
-def optimizer_config(config, learning_rate: float) -> ts_lib.OptimizerConfig:
-    opt = _dict(config.optimizer)
-    return ts_lib.OptimizerConfig(learning_rate=learning_rate, b1=opt["b1"], b2=opt["b2"], eps=opt["eps"],
-                                  weight_decay=opt["weight_decay"], max_grad_norm=opt["grad_clip_norm"],
-                                  warmup_steps=opt["warmup_steps"], frozen=tuple(opt["frozen"]))
-
-
-def data_config(config) -> frozenlake_data.FrozenLakeDataConfig:
-    fields = _dict(config.data)
-    fields["generated_eval_levels"] = tuple(fields.get("generated_eval_levels", (7,)))
-    if "generated_train_levels" in fields:
-        fields["generated_train_levels"] = tuple(fields["generated_train_levels"])
-    return frozenlake_data.FrozenLakeDataConfig(**fields)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -107,6 +88,7 @@ class Progress:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    run_config.validate(config)  # before anything is built or compiled: a bad value costs seconds
     workdir = pathlib.Path(workdir)
     exp = experiment.build(config)
     if jax.process_index() == 0:
@@ -135,16 +117,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # --- SFT warm start -----------------------------------------------------------------------------------------
     if progress.phase == SFT and progress.global_step < sft_steps:
-        opt_cfg = optimizer_config(config, float(config.sft.learning_rate))
+        opt_cfg = run_config.optimizer_config(config, float(config.sft.learning_rate))
         if state is None:
             state = ts_lib.create_train_state(params, specs, opt_cfg, jax.random.PRNGKey(config.seed), exp.mesh,
                                               exp.rules, keep_reference=False)
         shardings = jax.tree.map(lambda x: x.sharding, state)
         update = sft_step_lib.make_sft_step(exp.model, exp.mesh, exp.rules, opt_cfg, shardings)
         train_specs = [e.spec for e in _train_examples(config)]
-        tcfg = transcript_config(config)
-        min_length = experiment.shape_floor(config.sft, "min_length", batching.MIN_LENGTH)
-        min_patches = experiment.shape_floor(config.sft, "min_patches", batching.MIN_PATCHES)
+        tcfg = run_config.transcript_config(config)
+        min_length = run_config.shape_floor(config.sft, "min_length", batching.MIN_LENGTH)
+        min_patches = run_config.shape_floor(config.sft, "min_patches", batching.MIN_PATCHES)
         for step in tqdm.trange(progress.global_step + 1, sft_steps + 1, desc="sft", unit="step",
                                 initial=progress.global_step, total=sft_steps):
             t0 = time.perf_counter()
@@ -179,18 +161,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return results
 
 
-def transcript_config(config) -> transcripts_lib.TranscriptConfig:
-    """``config.sft.transcripts``, drawn in the training maps' render style (``config.data.train_style``)."""
-    options = _dict(config.sft.transcripts)
-    train_style = data_config(config).train_style
-    if options.setdefault("style", train_style) != train_style:
-        raise ValueError(f"sft.transcripts.style={options['style']!r} differs from data.train_style={train_style!r}: "
-                         "the SFT images would not look like the RL and eval ones")
-    return transcripts_lib.TranscriptConfig.from_mapping(options)
-
-
 def _train_examples(config):
-    return frozenlake_data.load_split("train", data_config(config))
+    return frozenlake_data.load_split("train", run_config.data_config(config))
 
 
 def _resume(ckpt: TrainCheckpointer, exp, config, params, specs, buffer):
@@ -201,7 +173,7 @@ def _resume(ckpt: TrainCheckpointer, exp, config, params, specs, buffer):
         rl = host.get("phase") == RL
         keep_reference = rl and float(config.rl.loss.kl_coef) > 0
         lr = float(config.rl.learning_rate if rl else config.sft.learning_rate)
-        optimizer = ts_lib.make_optimizer(optimizer_config(config, lr))
+        optimizer = ts_lib.make_optimizer(run_config.optimizer_config(config, lr))
         return ts_lib.abstract_train_state(params, specs, optimizer, exp.mesh, exp.rules, keep_reference)
 
     restored = ckpt.restore_latest(abstract_for)

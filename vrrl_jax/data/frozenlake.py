@@ -2,8 +2,8 @@
 
 Two paths produce the *same* records:
 
-- ``iter_records(split, cfg)``: pure Python + Pillow, straight from the shared JSON files and the
-  generator. It is the default for training and evaluation: the whole task is 4,000-odd tiny maps, a map
+- ``iter_records(split, cfg)``: pure Python + Pillow, straight from the release's map files (packaged, see
+  ``envs/frozenlake/release_data.py``) and the generator. It is the default for training and evaluation: the whole task is 4,000-odd tiny maps, a map
   renders in about a millisecond, so there is nothing to gain from a build step, and unit tests and the
   CPU demo need no TensorFlow and no prepared data directory.
 - ``FrozenLakeBuilder``: a tensorflow-datasets builder (array_record files, every feature a
@@ -15,8 +15,8 @@ Two paths produce the *same* records:
 Images are stored as PNG bytes in a uint8 vector: exact, about 50x smaller than raw pixels, and
 encoded with Pillow (``tfds.features.Image`` would need TensorFlow to encode).
 
-Splits: ``train`` (shared rl_maps.json training maps and/or generated maps), ``eval_L3``..``eval_L6``
-(the shared 1,000 eval maps, 250 per level) and ``eval_L{n}`` for every generated eval level (7 by
+Splits: ``train`` (the release's rl_maps.json training maps and/or generated maps), ``eval_L3``..``eval_L6``
+(the release's 1,000 eval maps, 250 per level) and ``eval_L{n}`` for every generated eval level (7 by
 default, rendered in the out-of-distribution style like upstream's L7). Generated training maps never
 collide with any eval layout (``layout_hash``).
 """
@@ -25,25 +25,24 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
-import pathlib
 from typing import Any, Iterator
 
 import numpy as np
 from PIL import Image
 
-from vrrl_jax.envs.frozenlake import generate, maps, render
+from vrrl_jax.envs.frozenlake import generate, maps, release_data, render
 
 SHARED_EVAL_LEVELS = (3, 4, 5, 6)
-TRAIN_SOURCES = ("shared", "generated", "both")
+TRAIN_SOURCES = ("release", "generated", "both")
 
 
 @dataclasses.dataclass(frozen=True)
 class FrozenLakeDataConfig:
-    """What goes into each split. ``max_per_split`` truncates every split (tests, quick runs)."""
+    """What goes into each split. ``data_dir``: a directory with the release's map files (None: the copy shipped
+    in the package). ``max_per_split`` truncates every split (tests, quick runs)."""
 
-    shared_dir: str = str(generate.SHARED_FROZENLAKE_DIR)
-    train_source: str = "shared"
+    data_dir: str | None = None
+    train_source: str = "release"
     generated_train_levels: tuple[int, ...] = (4, 5)
     generated_train_per_level: int = 0
     generated_train_seed: int = 0
@@ -57,13 +56,14 @@ class FrozenLakeDataConfig:
     max_per_split: int | None = None
 
     def validate(self) -> "FrozenLakeDataConfig":
+        release_data.check_data_dir(self.data_dir)
         if self.train_source not in TRAIN_SOURCES:
             raise ValueError(f"train_source must be one of {TRAIN_SOURCES}, got {self.train_source!r}")
         if self.train_source in ("generated", "both") and self.generated_train_per_level <= 0:
             raise ValueError(f"train_source={self.train_source!r} needs generated_train_per_level > 0")
         for lvl in self.generated_eval_levels:
             if lvl in SHARED_EVAL_LEVELS:
-                raise ValueError(f"eval level {lvl} comes from the shared eval maps; generated_eval_levels must avoid "
+                raise ValueError(f"eval level {lvl} comes from the release's eval maps; generated_eval_levels must avoid "
                                  f"{SHARED_EVAL_LEVELS}")
             generate.check_level(lvl)
         for lvl in self.generated_train_levels:
@@ -126,27 +126,24 @@ def _record(map_id: str, split: str, spec: maps.MapSpec, style: str) -> dict[str
     }
 
 
-def _read_json(path: pathlib.Path):
-    if not path.is_file():
-        raise FileNotFoundError(f"FrozenLake data file not found: {path} (set FrozenLakeDataConfig.shared_dir)")
-    return json.loads(path.read_text())
+def _release_maps(cfg: FrozenLakeDataConfig, name: str) -> list[dict[str, Any]]:
+    return release_data.read_maps(name, cfg.data_dir)
 
 
 def _excluded_hashes(cfg: FrozenLakeDataConfig) -> set[str]:
-    return generate.eval_layout_hashes(pathlib.Path(cfg.shared_dir) / "eval_L3-L6.json")
+    return generate.eval_layout_hashes(cfg.data_dir)
 
 
 def iter_specs(split: str, cfg: FrozenLakeDataConfig) -> Iterator[tuple[str, maps.MapSpec, str]]:
     """(map_id, spec, style) of every example of a split, in order, without rendering."""
-    shared = pathlib.Path(cfg.shared_dir)
     if split == "train":
-        if cfg.train_source in ("shared", "both"):
-            for entry in _read_json(shared / "rl_maps.json"):
+        if cfg.train_source in ("release", "both"):
+            for entry in _release_maps(cfg, release_data.TRAIN_FILE):
                 yield entry["map_id"], maps.parse_spec(entry, require_reachable=True), cfg.train_style
         if cfg.train_source in ("generated", "both"):
             exclude = _excluded_hashes(cfg)
             if cfg.train_source == "both":
-                exclude |= {maps.layout_hash(e["layout"]) for e in _read_json(shared / "rl_maps.json")}
+                exclude |= {maps.layout_hash(e["layout"]) for e in _release_maps(cfg, release_data.TRAIN_FILE)}
             for lvl in cfg.generated_train_levels:
                 specs = generate.generate_maps(lvl, cfg.generated_train_per_level, cfg.generated_train_seed + lvl,
                                                min_path_len=cfg.min_path_len, exclude=exclude)
@@ -158,12 +155,12 @@ def iter_specs(split: str, cfg: FrozenLakeDataConfig) -> Iterator[tuple[str, map
         raise ValueError(f"unknown split {split!r}; splits are {cfg.splits}")
     level = int(split[6:])
     if level in SHARED_EVAL_LEVELS:
-        for entry in _read_json(shared / "eval_L3-L6.json"):
+        for entry in _release_maps(cfg, release_data.EVAL_FILE):
             if entry["metadata"]["level"] == level:
                 yield entry["id"], maps.parse_spec(entry["metadata"], require_reachable=True), cfg.eval_style
     elif level in cfg.generated_eval_levels:
-        # Disjoint from every training source and the shared eval maps.
-        exclude = _excluded_hashes(cfg) | {maps.layout_hash(e["layout"]) for e in _read_json(shared / "rl_maps.json")}
+        # Disjoint from every training source and the release's eval maps.
+        exclude = _excluded_hashes(cfg) | {maps.layout_hash(e["layout"]) for e in _release_maps(cfg, release_data.TRAIN_FILE)}
         specs = generate.generate_maps(level, cfg.generated_eval_per_level, cfg.generated_eval_seed + level,
                                        min_path_len=cfg.min_path_len, exclude=exclude)
         for i, spec in enumerate(specs):

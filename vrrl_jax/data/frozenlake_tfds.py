@@ -25,7 +25,8 @@ class FrozenLakeBuilderConfig(tfds.core.BuilderConfig):
 def builder_config(cfg: frozenlake.FrozenLakeDataConfig) -> FrozenLakeBuilderConfig:
     cfg.validate()
     fields = dataclasses.asdict(cfg)
-    fields.pop("shared_dir")  # where the inputs live does not change what is built
+    if fields["data_dir"] is None:  # the packaged copy: the name stays that of the release's own files
+        fields.pop("data_dir")
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
     return FrozenLakeBuilderConfig(name=f"cfg_{digest}", description=json.dumps(fields, sort_keys=True), data=cfg)
 

@@ -7,6 +7,7 @@ transformers. Fields whose defaults would silently change the model (sizes, voca
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -135,6 +136,15 @@ class Qwen25VLConfig:
 def validate(config: Qwen25VLConfig) -> None:
   """Raises ValueError naming the first inconsistent field."""
   text, vision = config.text, config.vision
+  for part, sub in (("text", text), ("vision", vision)):
+    for field in dataclasses.fields(sub):
+      value = getattr(sub, field.name)
+      if field.type == "int":
+        _check(not isinstance(value, bool) and isinstance(value, int) and value >= 1,
+               f"{part} {field.name} must be a positive int, got {value!r}")
+      elif field.type == "float":
+        _check(not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
+               f"{part} {field.name} must be a positive number, got {value!r}")
   _check(text.hidden_size % text.num_attention_heads == 0,
          f"text hidden_size {text.hidden_size} not divisible by num_attention_heads {text.num_attention_heads}")
   _check(text.num_attention_heads % text.num_key_value_heads == 0,

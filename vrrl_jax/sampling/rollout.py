@@ -31,7 +31,7 @@ from PIL import Image
 from vrrl_jax.data.processor import ChatProcessor
 from vrrl_jax.envs.frozenlake import maps, protocol, render
 from vrrl_jax.rl import prefix_buffer as prefix_buffer_lib
-from vrrl_jax.sampling.sampler import LENGTH, STOP, GenerationState, Sampler, SamplingConfig, Segment
+from vrrl_jax.sampling.sampler import LENGTH, STOP, Sampler, SamplingConfig, Segment
 
 # Episode finish reasons: the environment's three, plus the total token budget running out before it ended.
 FINAL, FORMAT_ERROR, MAX_TURNS = protocol.FINAL, protocol.FORMAT_ERROR, protocol.MAX_TURNS

@@ -23,7 +23,7 @@ from vrrl_jax.envs.frozenlake import generate, maps, render
 def _generate(args) -> None:
     exclude: set[str] = set()
     if args.exclude_eval:
-        exclude |= generate.eval_layout_hashes(args.eval_file)
+        exclude |= generate.eval_layout_hashes(args.data_dir)
     for path in args.exclude:
         exclude |= generate.load_layout_hashes(path)
     specs = generate.generate_maps(args.level, args.n, args.seed, min_path_len=args.min_path_len, exclude=exclude,
@@ -169,8 +169,8 @@ def main(argv=None) -> None:
     g.add_argument("--seed", type=int, required=True)
     g.add_argument("--out", required=True)
     g.add_argument("--min-path-len", type=int, default=generate.DEFAULT_MIN_PATH_LEN)
-    g.add_argument("--exclude-eval", action="store_true", help="never emit a layout of the shared eval maps")
-    g.add_argument("--eval-file", default=str(generate.DEFAULT_EVAL_FILE))
+    g.add_argument("--exclude-eval", action="store_true", help="never emit a layout of the release's eval maps")
+    g.add_argument("--data-dir", default=None, help="a directory with the release's map files (default: packaged)")
     g.add_argument("--exclude", action="append", default=[], help="JSON/JSONL map file whose layouts to avoid")
     g.add_argument("--allow-duplicates", action="store_true", help="allow repeated layouts within the output")
     g.set_defaults(fn=_generate)

@@ -1,4 +1,4 @@
-"""Seeded FrozenLake map generator for levels 3..12, disjoint from the shared eval maps.
+"""Seeded FrozenLake map generator for levels 3..12, disjoint from the release's eval maps.
 
 Hole density follows upstream's training maps. Measured on ``rl_maps.json`` (3,000 maps; density =
 holes / L^2; every map has at least one hole; optimal length >= 2):
@@ -26,7 +26,7 @@ L7 0.232/0.098/0.61, L8 0.225/0.099/0.61, L10 0.237/0.103/0.63, L12 0.226/0.098/
 (tests/test_frozenlake_generate.py checks L4/L5 against rl_maps.json).
 
 Train/eval disjointness is by ``layout_hash`` (sha256 of the row-joined layout, S and G included):
-``eval_layout_hashes`` loads the shared eval maps' hashes and every generator call takes an
+``eval_layout_hashes`` loads the release's eval maps' hashes and every generator call takes an
 ``exclude`` set that generated maps never hit.
 """
 
@@ -39,7 +39,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from vrrl_jax.envs.frozenlake import maps
+from vrrl_jax.envs.frozenlake import maps, release_data
 
 MIN_LEVEL, MAX_LEVEL = 3, 12
 # Method-of-moments Beta fit to the 3,000 upstream training-map densities (see module docstring).
@@ -50,9 +50,6 @@ _PLACEMENTS_PER_DENSITY = 200
 _MAX_DENSITY_DRAWS = 200
 _SHORT = {v: k for k, v in maps.SHORT_TO_MOVE.items()}
 
-# The shared data sits beside the repository (../shared), as tests/conftest.py expects.
-SHARED_FROZENLAKE_DIR = pathlib.Path(__file__).resolve().parents[3].parent / "shared" / "data" / "frozenlake"
-DEFAULT_EVAL_FILE = SHARED_FROZENLAKE_DIR / "eval_L3-L6.json"
 
 
 def check_level(level: int) -> int:
@@ -237,10 +234,7 @@ def load_layout_hashes(path: str | pathlib.Path) -> set[str]:
     return _layouts_in(entries, str(path))
 
 
-def eval_layout_hashes(path: str | pathlib.Path = DEFAULT_EVAL_FILE) -> set[str]:
-    """The 1,000 shared eval maps' layout hashes: the set training maps must never hit."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"shared eval maps not found at {path}; clone the shared data beside the repo or pass the path")
-    return load_layout_hashes(path)
+def eval_layout_hashes(data_dir: str | pathlib.Path | None = None) -> set[str]:
+    """The release's 1,000 eval maps' layout hashes (the packaged copy, or ``data_dir``'s): the set training maps
+    must never hit."""
+    return _layouts_in(release_data.read_maps(release_data.EVAL_FILE, data_dir), release_data.EVAL_FILE)

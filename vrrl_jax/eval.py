@@ -70,8 +70,8 @@ def grounding_probe(exp, config, sampler, params, examples, trajectories) -> dic
             map_image=t.map_image, feedback_images=(t.map_image,)))
         originals.append(turns[1].actions)
         styles.append(ex.style)
-    if not entries:
-        return {"n_corrections": 0, "correction_survival_rate": float("nan"), "same_route_rate": float("nan")}
+    if not entries:  # no correction to probe: the rates are undefined, so absent (not NaN)
+        return {"n_corrections": 0}
     survived = same = 0
     for style in sorted(set(styles)):
         sel = [i for i, s in enumerate(styles) if s == style]
@@ -133,7 +133,9 @@ def headline(metrics: dict) -> dict[str, float]:
     out["overall/optimal_rate"] = metrics["overall"]["optimal_rate"]
     out["overall/format_error_rate"] = metrics["overall"]["format_error_rate"]
     out["reward/overall"] = metrics["reward"]["overall"]
-    out["grounding/correction_survival_rate"] = metrics["grounding_probe"]["correction_survival_rate"]
+    out["grounding/n_corrections"] = metrics["grounding_probe"]["n_corrections"]
+    if "correction_survival_rate" in metrics["grounding_probe"]:
+        out["grounding/correction_survival_rate"] = metrics["grounding_probe"]["correction_survival_rate"]
     return out
 
 
@@ -148,10 +150,13 @@ def main(argv=None) -> None:
                         help="a training checkpoint dir (workdir/checkpoints) or an HF / converted model dir")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    experiment.setup_console()
     experiment.enable_compilation_cache()
     config = experiment.load_config(args.config)
-    run_config.validate(config)
+    try:
+        run_config.validate(config)
+    except run_config.ConfigError as e:
+        raise SystemExit(f"bad config: {e}") from None
     params = _load_params(config, args.checkpoint)
     exp = experiment.build(config)
     evaluate(exp, config, params, pathlib.Path(args.out))

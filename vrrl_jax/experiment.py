@@ -145,6 +145,15 @@ def make_sampler(exp: Experiment, buckets):
     return Sampler(exp.model_config, pad_token_id=exp.token_ids.pad_token_id, mesh=exp.mesh, buckets=buckets)
 
 
+def setup_console() -> None:
+    """The run's own INFO lines and only warnings from libraries: no TPU backend probe from jax, no transformers
+    advice that PyTorch is absent (this package never uses it). Call before transformers is imported."""
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.WARNING)  # also when absl.app has put its own handler on the root logger
+    logging.getLogger("vrrl_jax").setLevel(logging.INFO)
+
+
 def enable_compilation_cache(path: str | None = None) -> str:
     """Persistent XLA compilation cache: a restarted (resumed) or repeated run skips recompiling its programs.
 

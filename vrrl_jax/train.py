@@ -39,14 +39,13 @@ def _initialize_distributed() -> None:
 
 def main(argv) -> None:
     del argv
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save step at INFO
+    from vrrl_jax import experiment, run_config, trainer
+
+    experiment.setup_console()
     if FLAGS.multihost:
         _initialize_distributed()
     if FLAGS.config is None or FLAGS.workdir is None:
         raise app.UsageError("--config and --workdir are required")
-    from vrrl_jax import experiment, run_config, trainer
-
     experiment.enable_compilation_cache()
     try:
         trainer.run(FLAGS.config, FLAGS.workdir)

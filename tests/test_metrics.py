@@ -160,6 +160,7 @@ def test_console_line(tmp_path):
                                console_keys=["reward", "loss", "missing", "kl", "n"]) as writer:
         writer.write(12, {"loss": 0.123456, "reward": 0.5, "kl": 2.5e-5, "n": np.int64(42), "other": 1.0})
         writer.write(13, {"loss": float("nan"), "kl": -12345.0})
+        writer.write(14, {"eval/optimal_rate": 0.5})  # none of the console keys: no empty line
     assert lines == ["step 12 | reward=0.5000 loss=0.1235 kl=2.500e-05 n=42",
                      "step 13 | loss=nan kl=-1.234e+04"]
     everything = []

@@ -111,6 +111,19 @@ def test_an_unknown_key_is_refused(section, key):
         run_config.validate(config)
 
 
+@pytest.mark.parametrize("path", ["rl.loss", "rl.samples_per_prompt", "eval.levels", "checkpoint",
+                                  "optimizer.b1", "rl.random_start_turn_min"])
+def test_a_missing_key_is_named(path):
+    config = tiny()
+    *parents, leaf = path.split(".")
+    section = config
+    for part in parents:
+        section = section[part]
+    del section[leaf]
+    with pytest.raises(run_config.ConfigError, match=rf"config\.{parents[0] if parents else leaf}.*(missing|{leaf})"):
+        run_config.validate(config)
+
+
 def _train(*args, timeout=120):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     return subprocess.run([sys.executable, "-m", "vrrl_jax.train", *args], cwd=REPO, capture_output=True, text=True,

@@ -205,7 +205,8 @@ class MetricsWriter:
         if self._tb is not None:
             for key, value in values.items():
                 self._tb.add_scalar(key, value, global_step=step, walltime=record["wall_time"])
-        if self.console is not None:
+        shown = values if self.console_keys is None else [k for k in self.console_keys if k in values]
+        if self.console is not None and shown:  # a record with none of the console keys (an eval's) prints nothing
             self.console(format_console_line(step, values, self.console_keys))
 
     def flush(self) -> None:

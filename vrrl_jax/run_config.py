@@ -158,27 +158,20 @@ def _field(name: str) -> Iterator[None]:
         yield
     except ConfigError:
         raise
-    except KeyError as e:
+    except (KeyError, AttributeError) as e:
         raise ConfigError(f"config.{name}: missing key {e}") from None
     except (ValueError, TypeError) as e:
         raise ConfigError(f"config.{name}: {e}") from None
 
 
-def _keys(config, section: str, allowed: tuple[str, ...], required: bool = True) -> None:
-    value = config if section == "" else config.get(section)
+def _keys(config, section: str, allowed: tuple[str, ...]) -> None:
+    value = config if section == "" else _get(config, section)
     where = "config" if section == "" else f"config.{section}"
-    if value is None:
-        if required:
-            raise ConfigError(f"{where} is missing")
-        return
     if not isinstance(value, (Mapping, ml_collections.ConfigDict)):
         raise ConfigError(f"{where} must be a section (dict), got {value!r}")
     unknown = sorted(set(value.keys()) - set(allowed))
     if unknown:
         raise ConfigError(f"{where} has unknown key(s) {unknown}; known: {sorted(allowed)}")
-    missing = sorted(set(allowed) - set(value.keys())) if section in ("sft", "rl", "eval") else []
-    if missing:
-        raise ConfigError(f"{where} lacks key(s) {missing}")
 
 
 def _int(config, path: str, low: int) -> int:
@@ -208,6 +201,8 @@ def _bool(config, path: str) -> bool:
 def _get(config, path: str) -> Any:
     value = config
     for part in path.split("."):
+        if not isinstance(value, (Mapping, ml_collections.ConfigDict)) or part not in value:
+            raise ConfigError(f"config.{path} is missing")
         value = value[part]
     return value
 

@@ -41,7 +41,9 @@ def get_config():
                 generated_eval_per_level=250, train_style="default", eval_style="default", ood_style="ood")
 
   # frozen: parameter subtrees that never update ("visual": the vision tower; see small_cpu config).
-  c.optimizer = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, grad_clip_norm=1.0, warmup_steps=0, frozen=())
+  # lr_scale: {path prefix: factor} on the learning rate of a subtree (a torch param group), e.g. dict(visual=0.1).
+  c.optimizer = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, grad_clip_norm=1.0, warmup_steps=0, frozen=(),
+                     lr_scale={})
 
   # Multi-turn SFT warm start on synthetic reflection transcripts.
   # One wrong route at most keeps every transcript within the 256-token bucket (two double the step time).

@@ -5,6 +5,7 @@ import functools
 
 import jax
 import numpy as np
+import pytest
 import torch
 
 import qwen_tiny as qt
@@ -85,9 +86,12 @@ def test_sft_loss_matches_torch_cross_entropy_and_decreases():
   assert int(state.step) == 4
 
 
-def test_frozen_vision_tower_against_torch_grads_and_numpy_adamw():
+@pytest.mark.parametrize("case", ["frozen", "lr_scale"])
+def test_vision_tower_frozen_or_scaled_against_torch_grads_and_numpy_adamw(case):
   """optimizer.frozen=("visual",): the vision tower is bit-for-bit unchanged, and every other parameter takes the
-  AdamW step a numpy AdamW computes from torch's gradients, clipped by the norm of the trainable gradients only."""
+  AdamW step a numpy AdamW computes from torch's gradients, clipped by the norm of the trainable gradients only.
+  optimizer.lr_scale=(("visual", 0.1),): the vision tower takes that step at 0.1 x lr (a torch param group), the
+  clip counting every gradient."""
   hf_model = build_hf_model(seed=3)
   config = Qwen25VLConfig.from_hf(hf_model.config)
   params = hf_ckpt.params_from_state_dict(hf_model.state_dict(), config)
@@ -111,7 +115,13 @@ def test_frozen_vision_tower_against_torch_grads_and_numpy_adamw():
   norm_all = np.sqrt(sum(np.sum(g ** 2) for g in flat_g.values()))
   assert norm_all > 1.05 * norm_trainable  # the vision grads are big enough that counting them would show
   lr, wd, eps, max_norm = 1e-2, 0.1, 0.1, 0.5 * norm_trainable  # eps ~ |g|: the step depends on the clip scale
-  opt = ts.OptimizerConfig(learning_rate=lr, weight_decay=wd, eps=eps, max_grad_norm=max_norm, frozen=("visual",))
+  if case == "frozen":
+    opt = ts.OptimizerConfig(learning_rate=lr, weight_decay=wd, eps=eps, max_grad_norm=max_norm, frozen=("visual",))
+    clip_norm, vision_factor = norm_trainable, 0.0
+  else:
+    opt = ts.OptimizerConfig(learning_rate=lr, weight_decay=wd, eps=eps, max_grad_norm=max_norm,
+                             lr_scale=(("visual", 0.1),))
+    clip_norm, vision_factor = norm_all, 0.1
 
   targets, loss_mask = rl_step.next_token_targets(ids, assistant)
   batch = sft_step.SFTBatch(inputs=rl_step.prepare_micro_batches(config, ids, attention, pixels, np.array(grids), 1,
@@ -124,18 +134,21 @@ def test_frozen_vision_tower_against_torch_grads_and_numpy_adamw():
   assert int(metrics["skipped"]) == 0
   new = {ts.param_path(p): np.asarray(x, np.float64) for p, x in jax.tree_util.tree_flatten_with_path(state.params)[0]}
 
-  scale = min(1.0, max_norm / norm_trainable)
+  scale = min(1.0, max_norm / clip_norm)
   worst = 0.0
   for k, p0 in flat_p.items():
-    if k.startswith("visual/"):
+    if k.startswith("visual/") and case == "frozen":
       np.testing.assert_array_equal(new[k], p0)
       continue
+    step_lr = lr * (vision_factor if k.startswith("visual/") else 1.0)
     g = scale * flat_g[k]
-    expected = p0 - lr * (g / (np.abs(g) + eps) + wd * p0)  # first AdamW step: m_hat = g, v_hat = g^2
+    expected = p0 - step_lr * (g / (np.abs(g) + eps) + wd * p0)  # first AdamW step: m_hat = g, v_hat = g^2
     worst = max(worst, float(np.max(np.abs(new[k] - expected)) / (lr + 1e-30)))
-  print(f"[frozen vision] max |param - numpy AdamW| / lr over trainable params: {worst:.2e}")
+  print(f"[{case} vision] max |param - numpy AdamW| / lr: {worst:.2e}")
   assert worst <= 1e-3
-  for bad in (("vision",), "visual", ("",)):
+  bad_configs = [dict(frozen=("vision",)), dict(frozen="visual"), dict(frozen=("",)),
+                 dict(lr_scale=(("vision", 0.1),)), dict(lr_scale=(("visual", -1.0),)), dict(lr_scale=("visual",))]
+  for bad in bad_configs:
     with np.testing.assert_raises(ValueError):
-      ts.create_train_state(params, specs, ts.OptimizerConfig(frozen=bad), jax.random.key(0), mesh, RULES,
+      ts.create_train_state(params, specs, ts.OptimizerConfig(**bad), jax.random.key(0), mesh, RULES,
                             keep_reference=False)

@@ -51,7 +51,8 @@ def optimizer_config(config, learning_rate: float) -> ts_lib.OptimizerConfig:
     opt = as_dict(config.optimizer)
     return ts_lib.OptimizerConfig(learning_rate=learning_rate, b1=opt["b1"], b2=opt["b2"], eps=opt["eps"],
                                   weight_decay=opt["weight_decay"], max_grad_norm=opt["grad_clip_norm"],
-                                  warmup_steps=opt["warmup_steps"], frozen=tuple(opt["frozen"]))
+                                  warmup_steps=opt["warmup_steps"], frozen=tuple(opt["frozen"]),
+                                  lr_scale=tuple((prefix, factor) for prefix, factor in dict(opt["lr_scale"]).items()))
 
 
 def data_config(config) -> frozenlake_data.FrozenLakeDataConfig:
@@ -145,14 +146,14 @@ RL_KEYS = ("steps", "prompts_per_step", "samples_per_prompt", "micro_batches", "
            "mode_weights", "random_start_turn_min", "mask_all_until_final", "mask_buffer_prefix", "buffer", "filter",
            "loss", "reward")
 EVAL_KEYS = ("levels", "maps_per_level", "max_turns", "max_new_tokens", "batch_size", "before_rl", "gallery_episodes")
-OPTIMIZER_KEYS = ("b1", "b2", "eps", "weight_decay", "grad_clip_norm", "warmup_steps", "frozen")
+OPTIMIZER_KEYS = ("b1", "b2", "eps", "weight_decay", "grad_clip_norm", "warmup_steps", "frozen", "lr_scale")
 CHECKPOINT_KEYS = ("every", "keep")
 LOG_KEYS = ("console_keys",)
 MODEL_OPTION_KEYS = ("dtype", "param_dtype", "scan_layers", "remat_policy", "max_frame_patches")
 
 
 @contextlib.contextmanager
-def _field(name: str) -> Iterator[None]:
+def reading(name: str) -> Iterator[None]:
     """Re-raises a ValueError/TypeError/KeyError from reading ``name`` as a ConfigError that names it."""
     try:
         yield
@@ -164,7 +165,7 @@ def _field(name: str) -> Iterator[None]:
         raise ConfigError(f"config.{name}: {e}") from None
 
 
-def _keys(config, section: str, allowed: tuple[str, ...]) -> None:
+def require_keys(config, section: str, allowed: tuple[str, ...]) -> None:
     value = config if section == "" else _get(config, section)
     where = "config" if section == "" else f"config.{section}"
     if not isinstance(value, (Mapping, ml_collections.ConfigDict)):
@@ -174,14 +175,14 @@ def _keys(config, section: str, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{where} has unknown key(s) {unknown}; known: {sorted(allowed)}")
 
 
-def _int(config, path: str, low: int) -> int:
+def require_int(config, path: str, low: int) -> int:
     value = _get(config, path)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ConfigError(f"config.{path}={value!r}: must be an int >= {low}")
     return int(value)
 
 
-def _number(config, path: str, low: float, high: float = math.inf, *, low_open: bool = False) -> float:
+def require_number(config, path: str, low: float, high: float = math.inf, *, low_open: bool = False) -> float:
     value = _get(config, path)
     ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(float(value))
     ok = ok and (value > low if low_open else value >= low) and value <= high
@@ -191,7 +192,7 @@ def _number(config, path: str, low: float, high: float = math.inf, *, low_open: 
     return float(value)
 
 
-def _bool(config, path: str) -> bool:
+def require_bool(config, path: str) -> bool:
     value = _get(config, path)
     if not isinstance(value, bool):
         raise ConfigError(f"config.{path}={value!r}: must be True or False")
@@ -224,83 +225,83 @@ def _directory(path_value, name: str, must_hold: tuple[str, ...]) -> pathlib.Pat
 
 def validate(config) -> None:
     """Every section read as the run will read it; the first problem raises a ``ConfigError`` naming the field."""
-    _keys(config, "", TOP_LEVEL_KEYS)
+    require_keys(config, "", TOP_LEVEL_KEYS)
     for section, keys in (("sft", SFT_KEYS), ("rl", RL_KEYS), ("eval", EVAL_KEYS), ("optimizer", OPTIMIZER_KEYS),
                           ("checkpoint", CHECKPOINT_KEYS), ("log", LOG_KEYS), ("model_options", MODEL_OPTION_KEYS)):
-        _keys(config, section, keys)
-    _int(config, "seed", 0)
-    max_len = _int(config, "max_sequence_len", 16)
+        require_keys(config, section, keys)
+    require_int(config, "seed", 0)
+    max_len = require_int(config, "max_sequence_len", 16)
 
     # Checkpoint and tokenizer paths: named now, not when the first batch is tokenised.
     if config.get("init_checkpoint"):
         _directory(config.init_checkpoint, "init_checkpoint", ("config.json", "vrrl_config.json"))
     if config.get("tokenizer_dir"):
         _directory(config.tokenizer_dir, "tokenizer_dir", ("tokenizer.json", "tokenizer_config.json"))
-    with _field("tokenizer_dir"):
+    with reading("tokenizer_dir"):
         tokenizer = experiment.load_tokenizer(config)
-    with _field("tokenizer_dir"):
+    with reading("tokenizer_dir"):
         token_ids = tokenizer_lib.special_token_ids(tokenizer)
-    with _field("model"):
+    with reading("model"):
         experiment.model_config_from(config, token_ids)
-    with _field("image"):
+    with reading("image"):
         experiment.image_config_from(config)
-    with _field("mesh"):
+    with reading("mesh"):
         mesh_lib.make_mesh(as_dict(config.mesh))  # sizes against the devices this process sees
 
     # Data and optimizer.
-    with _field("data"):
+    with reading("data"):
         data = data_config(config).validate()
     frozen = config.optimizer.frozen
     if isinstance(frozen, str) or not all(isinstance(f, str) and f for f in frozen):
         raise ConfigError(f"config.optimizer.frozen={frozen!r}: must be a sequence of parameter path prefixes, "
                           "e.g. ('visual',)")
     for phase in ("sft", "rl"):
-        lr = _number(config, f"{phase}.learning_rate", 0.0)
-        with _field("optimizer"):
+        lr = require_number(config, f"{phase}.learning_rate", 0.0)
+        with reading("optimizer"):
             optimizer_config(config, lr)
 
     # SFT warm start.
-    _int(config, "sft.steps", 0)
-    batch = _int(config, "sft.batch_size", 1)
-    micro = _int(config, "sft.micro_batches", 1)
+    require_int(config, "sft.steps", 0)
+    batch = require_int(config, "sft.batch_size", 1)
+    micro = require_int(config, "sft.micro_batches", 1)
     if batch % micro:
         raise ConfigError(f"config.sft.micro_batches={micro}: must divide sft.batch_size={batch}")
-    _bool(config, "sft.wrong_route_loss")
+    require_bool(config, "sft.wrong_route_loss")
     for name, default in (("min_length", batching.MIN_LENGTH), ("min_patches", batching.MIN_PATCHES)):
-        with _field(f"sft.{name}"):
+        with reading(f"sft.{name}"):
             shape_floor(config.sft, name, default)
-    with _field("sft.transcripts"):
+    with reading("sft.transcripts"):
         transcript_config(config)
 
     # VRRL RL.
-    _int(config, "rl.steps", 0)
-    _int(config, "rl.prompts_per_step", 1)
-    _int(config, "rl.samples_per_prompt", 2)  # GRPO's advantage is relative to the group: one sample learns nothing
-    _int(config, "rl.micro_batches", 1)
-    _int(config, "rl.max_turns", 1)
-    _int(config, "rl.max_new_tokens", 1)
-    _number(config, "rl.temperature", 0.0, low_open=True)
-    _number(config, "rl.top_p", 0.0, 1.0, low_open=True)
-    _int(config, "rl.random_start_turn_min", 0)
+    require_int(config, "rl.steps", 0)
+    require_int(config, "rl.prompts_per_step", 1)
+    require_int(config, "rl.samples_per_prompt", 2)  # GRPO's advantage is relative to the group: one sample learns nothing
+    require_int(config, "rl.micro_batches", 1)
+    require_int(config, "rl.max_turns", 1)
+    require_int(config, "rl.max_new_tokens", 1)
+    require_number(config, "rl.temperature", 0.0, low_open=True)
+    require_number(config, "rl.top_p", 0.0, 1.0, low_open=True)
+    require_int(config, "rl.random_start_turn_min", 0)
     for name in ("mask_all_until_final", "mask_buffer_prefix"):
-        _bool(config, f"rl.{name}")
+        require_bool(config, f"rl.{name}")
     for name, default in (("update_min_rows", 1), ("update_min_length", batching.MIN_LENGTH),
                           ("update_min_patches", batching.MIN_PATCHES)):
-        with _field(f"rl.{name}"):
+        with reading(f"rl.{name}"):
             shape_floor(config.rl, name, default)
-    with _field("rl.mode_weights"):
+    with reading("rl.mode_weights"):
         mode_config(config)
-    with _field("rl.loss"):
+    with reading("rl.loss"):
         step_config(config)
-    with _field("rl.buffer"):
+    with reading("rl.buffer"):
         buffer_config(config)
-    with _field("rl.filter"):
+    with reading("rl.filter"):
         filter_config(config)
-    with _field("rl.reward"):
+    with reading("rl.reward"):
         reward_config(config)
-    with _field("rl"):
+    with reading("rl"):
         rollout_config(config, style=data.train_style)
-    with _field("sampler"):
+    with reading("sampler"):
         sampler_buckets(config)
     for phase in ("rl", "eval"):
         if _get(config, f"{phase}.max_new_tokens") >= max_len:
@@ -308,23 +309,23 @@ def validate(config) -> None:
                               f"below max_sequence_len={max_len} (the prompt needs room)")
 
     # Evaluation.
-    with _field("eval.levels"):
+    with reading("eval.levels"):
         levels = tuple(config.eval.levels)
         splits = set(data.splits)
         for level in levels:
             if isinstance(level, bool) or not isinstance(level, int) or f"eval_L{level}" not in splits:
                 raise ValueError(f"level {level!r} has no eval split; the data config gives {sorted(splits)}")
-    _int(config, "eval.maps_per_level", 1)
-    _int(config, "eval.max_turns", 1)
-    _int(config, "eval.batch_size", 1)
-    _int(config, "eval.gallery_episodes", 0)
-    _bool(config, "eval.before_rl")
-    with _field("eval"):
+    require_int(config, "eval.maps_per_level", 1)
+    require_int(config, "eval.max_turns", 1)
+    require_int(config, "eval.batch_size", 1)
+    require_int(config, "eval.gallery_episodes", 0)
+    require_bool(config, "eval.before_rl")
+    with reading("eval"):
         rollout_config(config, greedy=True, style=data.eval_style)
 
     # Checkpoints and logging.
-    _int(config, "checkpoint.every", 1)
-    _int(config, "checkpoint.keep", 1)
+    require_int(config, "checkpoint.every", 1)
+    require_int(config, "checkpoint.keep", 1)
     keys = config.log.console_keys
     if isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
         raise ConfigError(f"config.log.console_keys={keys!r}: must be a sequence of metric names")

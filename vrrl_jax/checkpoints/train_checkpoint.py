@@ -106,12 +106,20 @@ class TrainCheckpointer:
                 errors.append(msg)
                 continue
             buffer_state = jax.tree.map(np.asarray, restored.buffer)
+            if set(buffer_state) == set(_NO_BUFFER):
+                buffer_state = {}
             return step, restored.state, buffer_state, dict(restored.host)
         raise CheckpointError("no readable checkpoint:\n  " + "\n  ".join(errors))
 
 
+# A run without a replay buffer (pretraining, SFT-only tools) saves this in its place: orbax refuses an empty tree.
+_NO_BUFFER = {"no_buffer": np.zeros((), np.int8)}
+
+
 def _nonempty(tree: dict) -> dict:
     """orbax refuses zero-size arrays; the buffer's state_dict never has them, but say so clearly if it does."""
+    if not tree:
+        return _NO_BUFFER
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         if isinstance(leaf, np.ndarray) and leaf.size == 0:
             raise ValueError(f"buffer state has a zero-size array at {jax.tree_util.keystr(path)}; orbax cannot save it")

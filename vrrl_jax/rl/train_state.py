@@ -34,6 +34,10 @@ class OptimizerConfig:
   update, no weight decay (their Adam moments are kept but stay zero), and left out of the clipped gradient norm.
   A from-scratch vision tower must be frozen for a tiny model to read the map at all (trained, it collapses to a
   constant: BENCHMARKS.md).
+
+  ``lr_scale``: (path prefix, factor) pairs; the update of a matching subtree is multiplied by its factor after
+  AdamW, which is a torch param group with lr x factor (decoupled weight decay scales with the lr there too). A
+  from-scratch vision tower pretrained at 0.1x keeps its tokens' spread (at the full lr they collapse).
   """
 
   learning_rate: float = 5e-7
@@ -44,6 +48,7 @@ class OptimizerConfig:
   max_grad_norm: float = 1.0
   warmup_steps: int = 0
   frozen: tuple[str, ...] = ()
+  lr_scale: tuple[tuple[str, float], ...] = ()
 
   def __post_init__(self):
     for name in ("learning_rate", "b1", "b2", "eps", "weight_decay", "max_grad_norm"):
@@ -65,6 +70,13 @@ class OptimizerConfig:
     if isinstance(self.frozen, str) or not all(isinstance(p, str) and p.strip("/") for p in self.frozen):
       raise ValueError(f"OptimizerConfig.frozen must be a tuple of parameter path prefixes such as ('visual',), "
                        f"got {self.frozen!r}")
+    for pair in self.lr_scale:
+      ok = isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[0], str) and pair[0].strip("/")
+      factor = pair[1] if ok else None
+      if not ok or isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) \
+          or factor < 0:
+        raise ValueError(f"OptimizerConfig.lr_scale must be (path prefix, factor >= 0) pairs such as "
+                         f"(('visual', 0.1),), got {self.lr_scale!r}")
 
 
 def learning_rate_schedule(config: OptimizerConfig) -> optax.Schedule:
@@ -81,47 +93,58 @@ def param_path(path) -> str:
   return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
-def frozen_labels(params, frozen: Sequence[str]):
-  """"frozen" / "trainable" per leaf of ``params``. A prefix that matches no parameter is an error (a typo would
-  otherwise silently train everything)."""
-  prefixes = [p.strip("/") for p in frozen]
+def subtree_labels(params, prefixes: Sequence[str], what: str = "optimizer.frozen"):
+  """Per leaf of ``params``: the first of ``prefixes`` whose subtree holds it, or "". A prefix that matches no
+  parameter is an error (a typo would otherwise silently apply to nothing)."""
+  prefixes = [p.strip("/") for p in prefixes]
   used = set()
 
   def label(path, _):
     name = param_path(path)
     hits = [p for p in prefixes if name == p or name.startswith(p + "/")]
     used.update(hits)
-    return "frozen" if hits else "trainable"
+    return hits[0] if hits else ""
 
   labels = jax.tree_util.tree_map_with_path(label, params)
   unused = [p for p in prefixes if p not in used]
   if unused:
     top = sorted({param_path(path).split("/")[0] for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]})
-    raise ValueError(f"optimizer.frozen prefixes {unused} match no parameter; top-level parameter trees are {top}")
+    raise ValueError(f"{what} prefixes {unused} match no parameter; top-level parameter trees are {top}")
   return labels
 
 
-def zero_frozen(frozen: Sequence[str]) -> optax.GradientTransformation:
-  """Stateless: zeros the updates of the ``frozen`` subtrees (stateless so optax.tree_utils.tree_map_params, which
-  inits optimizers on a placeholder instead of params, still maps the optimizer state)."""
+def scale_subtrees(factors: Sequence[tuple[str, float]], what: str) -> optax.GradientTransformation:
+  """Stateless: multiplies the updates of each prefix's subtree by its factor (stateless so
+  optax.tree_utils.tree_map_params, which inits optimizers on a placeholder instead of params, still maps the
+  optimizer state)."""
+  by_prefix = {p.strip("/"): float(f) for p, f in factors}
 
   def update(updates, state, params=None):
     del params
-    labels = frozen_labels(updates, frozen)
-    return jax.tree.map(lambda u, label: jnp.zeros_like(u) if label == "frozen" else u, updates, labels), state
+    labels = subtree_labels(updates, list(by_prefix), what)
+    return jax.tree.map(lambda u, label: u * by_prefix[label] if label else u, updates, labels), state
 
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def check_prefixes(params, config: OptimizerConfig) -> None:
+  """Fails now, not at step 1, if a ``frozen`` or ``lr_scale`` prefix matches no parameter."""
+  subtree_labels(params, config.frozen, "optimizer.frozen")
+  subtree_labels(params, [p for p, _ in config.lr_scale], "optimizer.lr_scale")
 
 
 def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
   adamw = optax.adamw(learning_rate_schedule(config), b1=config.b1, b2=config.b2, eps=config.eps,
                       weight_decay=config.weight_decay)
-  if not config.frozen:
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), adamw)
-  # Frozen gradients are zeroed before clipping (so they do not count in the norm) and the updates after AdamW (whose
-  # decoupled weight decay would otherwise shrink them). Their Adam moments stay zero.
-  return optax.chain(zero_frozen(config.frozen), optax.clip_by_global_norm(config.max_grad_norm), adamw,
-                     zero_frozen(config.frozen))
+  chain = [optax.clip_by_global_norm(config.max_grad_norm), adamw]
+  if config.lr_scale:
+    chain.append(scale_subtrees(config.lr_scale, "optimizer.lr_scale"))
+  if config.frozen:
+    # Frozen gradients are zeroed before clipping (so they do not count in the norm) and the updates after AdamW
+    # (whose decoupled weight decay would otherwise shrink them). Their Adam moments stay zero.
+    zero = scale_subtrees([(p, 0.0) for p in config.frozen], "optimizer.frozen")
+    chain = [zero, *chain, zero]
+  return optax.chain(*chain)
 
 
 @flax.struct.dataclass
@@ -202,7 +225,7 @@ def create_train_state(params, param_specs, optimizer_config: OptimizerConfig, r
   consumed; drop them after this call so only the state's copies stay alive.
   """
   optimizer = make_optimizer(optimizer_config)
-  frozen_labels(params, optimizer_config.frozen)  # a frozen prefix that matches nothing fails here, not at step 1
+  check_prefixes(params, optimizer_config)
   params = mesh_lib.shard_params(params, param_specs, mesh, rules)
   shardings = train_state_shardings(params, param_specs, optimizer, mesh, rules, keep_reference)
   init = jax.jit(lambda params, rng: _initial_state(params, optimizer, rng, keep_reference),

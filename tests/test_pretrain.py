@@ -1,0 +1,123 @@
+"""Perception pretraining: task answers against hand-worked maps, held-out scoring, and a resumed run equal to an
+uninterrupted one."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from vrrl_jax import experiment
+from vrrl_jax.envs.frozenlake import maps, render
+from vrrl_jax.pretrain import run as pretrain_run
+from vrrl_jax.pretrain import tasks
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# Row 0: S F H / row 1: F H F / row 2: F F G. Start (0, 0), gift (2, 2), holes (0, 2) and (1, 1).
+SPEC = maps.parse_spec(maps.MapSpec(("SFH", "FHF", "FFG"), 0, 8))
+
+
+def test_map_answer_is_the_layout_cell_by_cell():
+    ex = tasks.map_example(SPEC, "compact")
+    assert ex.answer == "S F H\nF H F\nF F G"
+    assert [ex.answer[s:e] for _, s, e in ex.units] == list("SFHFHFFFG")
+    np.testing.assert_array_equal(np.asarray(ex.image), np.asarray(render.render_map(SPEC, "compact")))
+
+
+def test_locate_answer_counts_from_one():
+    ex = tasks.locate_example(SPEC, "compact")
+    assert ex.answer == ("elf: row 1 column 1\ngift: row 3 column 3\n"
+                         "holes: row 1 column 3, row 2 column 2")
+    assert [k for k, _, _ in ex.units] == ["elf", "gift", "holes"]
+    assert ex.answer[ex.units[1][1]:ex.units[1][2]] == "row 3 column 3"
+
+
+@pytest.mark.parametrize("route, answer", [
+    (("down", "down", "right", "right"), "end: row 3 column 3\nhole: no\noff grid: no\ngift: yes"),
+    (("right", "down"), "end: row 2 column 2\nhole: yes\noff grid: no\ngift: no"),
+    (("up", "right"), "end: row 1 column 2\nhole: no\noff grid: yes\ngift: no"),  # the elf stays put on "up"
+    (("left",), "end: off the grid\nhole: no\noff grid: yes\ngift: no"),
+])
+def test_route_answer_reads_the_drawn_route(route, answer):
+    ex = tasks.route_example(SPEC, route, "compact")
+    assert ex.answer == answer
+    np.testing.assert_array_equal(np.asarray(ex.image), np.asarray(render.render_feedback(SPEC, route, "compact")))
+
+
+def test_random_routes_cover_every_outcome():
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(200):
+        ex = tasks.make_example("route", SPEC, rng, "compact")
+        seen.update(line for line in ex.answer.splitlines()[1:])
+    assert seen == {"hole: yes", "hole: no", "off grid: yes", "off grid: no", "gift: yes", "gift: no"}
+
+
+def test_unit_token_spans_cover_overlapping_tokens():
+    offsets = [(0, 2), (2, 3), (3, 7), (7, 8)]
+    spans = tasks.unit_token_spans(offsets, [("a", 0, 3), ("b", 4, 5), ("c", 7, 8)])
+    assert [s.tolist() for s in spans] == [[0, 1], [2], [3]]
+    with pytest.raises(ValueError, match="covers no token"):
+        tasks.unit_token_spans(offsets, [("d", 9, 10)])
+
+
+@pytest.fixture(scope="module")
+def tiny_config():
+    config = experiment.load_config(REPO / "configs" / "pretrain_tiny.py")
+    config.model.text_config.num_hidden_layers = 1
+    config.model.vision_config.depth = 1
+    config.model.vision_config.fullatt_block_indexes = (0,)
+    config.pretrain.update(steps=4, batch_size=8, eval_every=2, eval_maps_per_level=1, eval_batch_size=8,
+                           gallery_examples=4)
+    config.checkpoint.every = 2
+    return config
+
+
+def test_held_out_scoring_against_perfect_and_damaged_predictions(tiny_config):
+    """A predictor that returns the targets scores 1 everywhere; one wrong token in a map cell costs exactly that
+    cell and the map's exactness."""
+    exp = experiment.build(tiny_config)
+    held_out = pretrain_run.held_out_rows(exp, tiny_config)
+    assert sorted({h.spec.level for h in held_out}) == [3, 4, 5, 6] and len(held_out) == 4 * 3
+    first_map = next(i for i, h in enumerate(held_out) if h.example.task == "map")
+    assert first_map < tiny_config.pretrain.eval_batch_size and held_out[first_map].spec.level == 3
+    calls = {"n": 0, "damage": False}
+
+    def oracle(params, inputs):
+        del params
+        ids = np.asarray(inputs.input_ids)[0]
+        pred = np.zeros_like(ids)
+        pred[:, :-1] = ids[:, 1:]
+        calls["n"] += 1
+        if calls["damage"] and calls["n"] == 1:  # the first held-out map (an L3 one): its first cell predicted wrong
+            row = first_map
+            first = np.nonzero(ids[row] == held_out[row].answer_ids[0])[0]
+            first = [p for p in first if np.array_equal(ids[row, p:p + len(held_out[row].answer_ids)],
+                                                        held_out[row].answer_ids)][0]
+            pred[row, first - 1] = (pred[row, first - 1] + 1) % 50
+        return pred[None]
+
+    perfect = pretrain_run.evaluate(exp, tiny_config, oracle, None, held_out)
+    assert perfect and all(v == 1.0 for v in perfect.values()), perfect
+    calls.update(n=0, damage=True)
+    hurt = pretrain_run.evaluate(exp, tiny_config, oracle, None, held_out)
+    n_cells = sum(h.spec.level ** 2 for h in held_out if h.example.task == "map")
+    assert hurt["heldout/map/cell"] == pytest.approx(1 - 1 / n_cells)
+    assert hurt["heldout/map/exact"] == pytest.approx(3 / 4) and hurt["heldout/map/exact_L3"] == 0.0
+    assert all(v == 1.0 for k, v in hurt.items() if not k.startswith("heldout/map/"))
+
+
+def test_resumed_run_repeats_the_uninterrupted_one(tiny_config, tmp_path):
+    straight = pretrain_run.run(tiny_config, str(tmp_path / "straight"))
+    half = tiny_config.copy_and_resolve_references()
+    half.pretrain.steps = 2
+    pretrain_run.run(half, str(tmp_path / "resumed"))
+    resumed = pretrain_run.run(tiny_config, str(tmp_path / "resumed"))
+    assert resumed == straight
+
+    def lines(name):
+        return [{k: v for k, v in json.loads(line).items() if k != "wall_time" and not k.startswith("time/")}
+                for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+
+    assert lines("resumed") == lines("straight")
+    assert (tmp_path / "resumed" / "heldout_gallery.html").stat().st_size > 0

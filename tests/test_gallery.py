@@ -123,6 +123,12 @@ def test_cap_on_episodes(tmp_path):
     assert "Showing 2 of 5 episodes." in text
 
 
+def test_links_under_the_title_are_escaped(tmp_path):
+    path = tmp_path / "g.html"
+    gallery.write_gallery(path, [_episode(0, ["too_long"], "map0")], links=(("reward <&> rate", "../run.png"),))
+    assert '<p><a href="../run.png">reward &lt;&amp;&gt; rate</a></p>' in path.read_text(encoding="utf-8")
+
+
 def test_summary_mean_row(tmp_path):
     episodes = [_episode(1, (), "a"), _episode(3, ["hole"], "b")]
     path = tmp_path / "g.html"

@@ -121,3 +121,39 @@ def test_resumed_run_repeats_the_uninterrupted_one(tiny_config, tmp_path):
 
     assert lines("resumed") == lines("straight")
     assert (tmp_path / "resumed" / "heldout_gallery.html").stat().st_size > 0
+
+
+def test_export_loads_in_transformers_and_ours_with_equal_logits(tiny_config, tmp_path):
+    import jax
+    import torch
+    import transformers
+
+    from vrrl_jax.data import conversation
+    from vrrl_jax.models import from_pretrained
+    from vrrl_jax.pretrain import export
+
+    exp = experiment.build(tiny_config)
+    params, _ = experiment.initial_params(exp, seed=3)
+    files = export.export_hf(exp, params, tmp_path / "hf")
+    assert {"config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json"} <= set(files)
+
+    example = tasks.route_example(SPEC, ("right", "down"), "compact")
+    row = conversation.encode_conversation(exp.processor, example.messages())
+    ids = row.input_ids[None]
+    inputs = dict(input_ids=ids, attention_mask=np.ones_like(ids), pixel_values=row.pixel_values,
+                  image_grid_thw=row.image_grid_thw, mm_token_type_ids=(ids == exp.model_config.image_token_id)
+                  .astype(np.int64))
+    ours_before = np.asarray(exp.model.apply({"params": params}, **inputs).logits)
+    model, reloaded = from_pretrained(str(tmp_path / "hf"))
+    for a, b in zip(jax.tree.leaves(reloaded), jax.tree.leaves(params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # the weights round-trip exactly
+    ours_after = np.asarray(model.apply({"params": reloaded}, **inputs).logits)
+    np.testing.assert_allclose(ours_after, ours_before, atol=1e-6, rtol=0)  # attention blocking may differ
+
+    torch_model = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        theirs = torch_model(**{k: torch.tensor(v) for k, v in inputs.items()}).logits.numpy()
+    np.testing.assert_allclose(theirs, ours_before, atol=1e-5, rtol=0)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert tokenizer(example.answer)["input_ids"] == exp.tokenizer(example.answer)["input_ids"]
+    assert tokenizer.chat_template == exp.tokenizer.chat_template

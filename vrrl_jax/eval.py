@@ -87,7 +87,7 @@ def grounding_probe(exp, config, sampler, params, examples, trajectories) -> dic
     return {"n_corrections": n, "correction_survival_rate": survived / n, "same_route_rate": same / n}
 
 
-def evaluate(exp, config, params, outdir: pathlib.Path, *, sampler=None) -> dict:
+def evaluate(exp, config, params, outdir: pathlib.Path, *, sampler=None, links=()) -> dict:
     """Greedy episodes on the eval maps -> metrics dict (also written to ``outdir/metrics.json``) and gallery."""
     outdir = pathlib.Path(outdir)
     sampler = sampler or experiment.make_sampler(exp, run_config.sampler_buckets(config))
@@ -120,7 +120,8 @@ def evaluate(exp, config, params, outdir: pathlib.Path, *, sampler=None) -> dict
                                          **{k: float(scores[k][i]) for k in ("overall", "format", "reflection")}}})
         order = np.argsort([-(len(e["turns"])) for e in episodes], kind="stable")  # multi-turn episodes first
         gallery.write_gallery(outdir / "gallery.html", [episodes[i] for i in order],
-                              max_episodes=int(config.eval.gallery_episodes), title=f"VRRL eval: {outdir.name}")
+                              max_episodes=int(config.eval.gallery_episodes), title=f"VRRL eval: {outdir.name}",
+                              links=links)
     log.info("eval %s: %s", outdir.name, json.dumps(headline(metrics)))
     return metrics
 

@@ -172,8 +172,10 @@ def _card(i: int, ep: dict[str, Any]) -> list[str]:
 
 
 def write_gallery(path_html: str | os.PathLike, episodes: Sequence[Mapping[str, Any]], *,
-                  max_episodes: int = DEFAULT_MAX_EPISODES, title: str = "VRRL rollouts") -> int:
-    """Writes the page for the first ``max_episodes`` episodes; returns how many it shows."""
+                  max_episodes: int = DEFAULT_MAX_EPISODES, title: str = "VRRL rollouts",
+                  links: Sequence[tuple[str, str]] = ()) -> int:
+    """Writes the page for the first ``max_episodes`` episodes; returns how many it shows. ``links``: (text,
+    relative URL) pairs listed under the title (e.g. the run's figure)."""
     if isinstance(max_episodes, bool) or not isinstance(max_episodes, numbers.Integral) or max_episodes < 1:
         raise ValueError(f"max_episodes must be an int >= 1, got {max_episodes!r}")
     if isinstance(episodes, Mapping) or not isinstance(episodes, Sequence):
@@ -181,7 +183,9 @@ def write_gallery(path_html: str | os.PathLike, episodes: Sequence[Mapping[str, 
     shown = [_check_episode(i, ep) for i, ep in enumerate(episodes[:max_episodes])]
     parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
              f"<title>{_esc(title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
-             f"<h1>{_esc(title)}</h1>", *_summary(shown, len(episodes))]
+             f"<h1>{_esc(title)}</h1>",
+             *(f'<p><a href="{_esc(url)}">{_esc(text)}</a></p>' for text, url in links),
+             *_summary(shown, len(episodes))]
     for i, ep in enumerate(shown):
         parts += _card(i, ep)
     parts += ["</body>", "</html>"]

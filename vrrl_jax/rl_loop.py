@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from vrrl_jax import experiment, run_config
+from vrrl_jax import experiment, figures, run_config
 from vrrl_jax.data import batching
 from vrrl_jax.rewards import frozenlake as rewards_lib
 from vrrl_jax.rl import advantages as advantages_lib
@@ -42,6 +42,9 @@ from vrrl_jax.sampling import rollout as rollout_lib
 log = logging.getLogger(__name__)
 
 RL_TAG, DATA_TAG = 2, 3
+# The eval galleries link the run's figure (written when the run ends: figures.run_figure).
+FIGURE_LINK = (("the run at a glance: training reward per RL step, eval optimal_rate per level",
+                f"../{figures.FIGURE_FILE}"),)
 FORCED_THINK = "<THINK>"
 
 
@@ -205,7 +208,7 @@ def run_rl(exp, config, workdir: pathlib.Path, params, specs, state, buffer, pro
     run_eval = len(config.eval.levels) > 0
     if progress.global_step == sft_steps and bool(config.eval.before_rl) and run_eval:
         results["before_rl"] = eval_lib.evaluate(exp, config, state.params, workdir / "eval_before_rl",
-                                                 sampler=sampler)
+                                                 sampler=sampler, links=FIGURE_LINK)
         writer.write(progress.global_step, {f"eval_before_rl/{k}": v for k, v in
                                             eval_lib.headline(results["before_rl"]).items()})
 
@@ -282,7 +285,8 @@ def run_rl(exp, config, workdir: pathlib.Path, params, specs, state, buffer, pro
     ckpt.wait()
     if not run_eval:
         return results
-    results["after_rl"] = eval_lib.evaluate(exp, config, state.params, workdir / "eval_after_rl", sampler=sampler)
+    results["after_rl"] = eval_lib.evaluate(exp, config, state.params, workdir / "eval_after_rl", sampler=sampler,
+                                            links=FIGURE_LINK)
     writer.write(progress.global_step, {f"eval_after_rl/{k}": v for k, v in
                                         eval_lib.headline(results["after_rl"]).items()})
     return results

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from vrrl_jax import experiment, metrics as metrics_lib
+from vrrl_jax import experiment, figures, metrics as metrics_lib
 from vrrl_jax import run_config
 from vrrl_jax.checkpoints.train_checkpoint import TrainCheckpointer
 from vrrl_jax.data import batching, conversation
@@ -158,6 +158,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     ckpt.close()
     writer.close()
+    if jax.process_index() == 0 and (rl_steps > 0 or results):
+        log.info("run figure: %s", figures.run_figure(workdir, first_rl_step=sft_steps + 1))
     return results
 
 

@@ -81,6 +81,15 @@ class ImageProcessorConfig:
                     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
         return cls(**{**base, **overrides})
 
+    def to_hf_dict(self) -> dict:
+        """preprocessor_config.json for these settings (Qwen2VLImageProcessor reads it back as ``from_hf_dir``)."""
+        return {"image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2_5_VLProcessor",
+                "do_convert_rgb": True, "do_resize": True, "do_rescale": True, "do_normalize": True, "resample": 3,
+                "rescale_factor": RESCALE_FACTOR, "image_mean": list(self.mean), "image_std": list(self.std),
+                "size": {"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels},
+                "patch_size": self.patch_size, "merge_size": self.merge_size,
+                "temporal_patch_size": self.temporal_patch_size}
+
     @classmethod
     def from_hf_dir(cls, path: str | pathlib.Path) -> "ImageProcessorConfig":
         """Reads preprocessor_config.json the way Qwen2VLImageProcessorPil.from_pretrained does.

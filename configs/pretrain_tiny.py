@@ -3,7 +3,10 @@
   python -m vrrl_jax.pretrain --config configs/pretrain_tiny.py --workdir runs/pretrain
 
 One image token per cell (compact renders, 28 px per cell), warmup, and the vision tower at 0.1 x the lr: at the
-full lr its tokens collapse to a near-constant (BENCHMARKS.md, "Why the model did not read the map").
+full lr its tokens collapse to a near-constant (BENCHMARKS.md, "Why the model did not read the map"). rope_theta
+100 instead of 1e4: with mrope_section (4, 6, 6) on a 32-wide head the width axis gets only the lowest rotary
+frequencies, about 3e-3 to 2e-4 rad per position at 1e4 (0.06 to 0.01 at 100), so a row's cells barely differ in
+position; at 100 the map captions reach 0.992 per cell at 800 steps (BENCHMARKS.md, "Perception pretraining").
 """
 
 import importlib.util
@@ -24,6 +27,7 @@ def get_config():
   c.tokenizer_dir = ml_collections.config_dict.placeholder(str)
   c.data_dir = ml_collections.config_dict.placeholder(str)  # unset: the release's maps shipped in the package
   c.model = tiny.model
+  c.model.text_config.rope_parameters.rope_theta = 100.0
   c.model_options = tiny.model_options
   c.image = dict(min_pixels=56 * 56, max_pixels=(9 * 28) ** 2)  # up to 9 x 9 tokens: a 7 x 7 map with margins
   c.mesh = tiny.mesh

@@ -121,6 +121,9 @@ def test_resumed_run_repeats_the_uninterrupted_one(tiny_config, tmp_path):
 
     assert lines("resumed") == lines("straight")
     assert (tmp_path / "resumed" / "heldout_gallery.html").stat().st_size > 0
+    card = (tmp_path / "resumed" / "hf" / "MODEL_CARD.md").read_text()
+    assert "4 steps of 8 examples" in card and f"| map/cell | {straight['heldout/map/cell']:.4f} |" in card
+    assert (tmp_path / "resumed" / "hf" / "config.json").is_file()
 
 
 def test_export_loads_in_transformers_and_ours_with_equal_logits(tiny_config, tmp_path):

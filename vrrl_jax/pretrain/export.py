@@ -25,3 +25,27 @@ def export_hf(exp, params, out: str | os.PathLike) -> list[str]:
     written += [pathlib.Path(f).name for f in exp.tokenizer.save_pretrained(str(out))]
     (out / "preprocessor_config.json").write_text(json.dumps(exp.processor.image_config.to_hf_dict(), indent=2) + "\n")
     return sorted(set(written + ["preprocessor_config.json"]))
+
+
+def write_model_card(out: str | os.PathLike, config, heldout: dict[str, float], wall_seconds: float) -> pathlib.Path:
+    """``MODEL_CARD.md`` beside the weights: how the model was made (the command's config, seed, steps, wall time)
+    and its held-out accuracy per task and unit."""
+    rows = "\n".join(f"| {name.removeprefix('heldout/')} | {value:.4f} |" for name, value in sorted(heldout.items()))
+    text = f"""# Tiny VLM, perception-pretrained by vrrl_jax
+
+Made by `python -m vrrl_jax.pretrain` (its full config is `pretrain_config.json` beside this file):
+seed {config.seed}, {config.pretrain.steps} steps of {config.pretrain.batch_size} examples, lr
+{config.pretrain.learning_rate}, tasks {dict(config.pretrain.task_weights)}, levels {tuple(config.pretrain.levels)},
+style {config.pretrain.style!r}; wall time {wall_seconds / 60:.1f} min.
+
+Held-out accuracy (the VRRL release's evaluation maps L3-L6, teacher forced; a unit is right when every answer
+token overlapping it is, "exact" when every answer token is):
+
+| task/unit | accuracy |
+| --- | --- |
+{rows}
+"""
+    path = pathlib.Path(out) / "MODEL_CARD.md"
+    path.write_text(text, encoding="utf-8")
+    (pathlib.Path(out) / "pretrain_config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    return path

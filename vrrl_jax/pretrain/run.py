@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
+import shutil
 import time
 
 import jax
@@ -23,6 +24,7 @@ from vrrl_jax.checkpoints.train_checkpoint import TrainCheckpointer
 from vrrl_jax.data import conversation
 from vrrl_jax.envs.frozenlake import generate, maps, release_data
 from vrrl_jax.models.qwen2_5_vl import Qwen25VL
+from vrrl_jax.pretrain import export
 from vrrl_jax.pretrain import tasks as tasks_lib
 from vrrl_jax.rl import step as rl_step
 from vrrl_jax.rl import train_state as ts_lib
@@ -31,6 +33,7 @@ from vrrl_jax.sft import step as sft_step_lib
 log = logging.getLogger(__name__)
 
 PRETRAIN_TAG = 4
+EXPORT_DIR = "hf"  # under the workdir: the final model as a Hugging Face directory with its model card
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,7 +196,19 @@ def run(config, workdir: str) -> dict:
             ckpt.save(step, state, {}, {"step": step})
     ckpt.close()
     writer.close()
+    if jax.process_index() == 0 and metrics:
+        out = workdir / EXPORT_DIR
+        shutil.rmtree(out, ignore_errors=True)  # the run's own export of an earlier (shorter) run
+        export.export_hf(exp, state.params, out)
+        export.write_model_card(out, config, metrics, wall_seconds=_wall_seconds(workdir))
+        log.info("exported the pretrained model to %s", out)
     return metrics
+
+
+def _wall_seconds(workdir: pathlib.Path) -> float:
+    """Seconds between the first and the last metrics record (resumes included, the gaps between them too)."""
+    records = metrics_lib.read_metrics(workdir)
+    return records[-1]["wall_time"] - records[0]["wall_time"] if records else 0.0
 
 
 PRETRAIN_KEYS = ("steps", "batch_size", "micro_batches", "learning_rate", "levels", "style", "task_weights",

@@ -124,19 +124,21 @@ def test_a_missing_key_is_named(path):
         run_config.validate(config)
 
 
-def _train(*args, timeout=120):
+def _train(*args, timeout=120, module="vrrl_jax.train"):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    return subprocess.run([sys.executable, "-m", "vrrl_jax.train", *args], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
 
 @pytest.mark.parametrize("config_file", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_init_checkpoint_is_accepted_on_the_command_line_of_every_config(config_file, tmp_path):
-    """The flag parser takes the path (no type error on a None default); the run then names the missing checkpoint
-    within seconds."""
+    """The flag parser takes the path (no type error on a None default); the run (pretraining for a pretrain_
+    config) then names the missing checkpoint within seconds."""
     t0 = time.perf_counter()
     missing = tmp_path / "no_such_checkpoint"
-    result = _train(f"--config={config_file}", f"--workdir={tmp_path / 'w'}", f"--config.init_checkpoint={missing}")
+    module = "vrrl_jax.pretrain" if config_file.stem.startswith("pretrain_") else "vrrl_jax.train"
+    result = _train(f"--config={config_file}", f"--workdir={tmp_path / 'w'}", f"--config.init_checkpoint={missing}",
+                    module=module)
     assert result.returncode != 0
     assert f"config.init_checkpoint='{missing}': no such directory" in result.stderr
     assert "Traceback" not in result.stderr

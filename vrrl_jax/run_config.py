@@ -223,6 +223,14 @@ def _directory(path_value, name: str, must_hold: tuple[str, ...]) -> pathlib.Pat
     return path
 
 
+def check_paths(config) -> None:
+    """``init_checkpoint`` and ``tokenizer_dir``, when set: named now, not when the first batch is tokenised."""
+    if config.get("init_checkpoint"):
+        _directory(config.init_checkpoint, "init_checkpoint", ("config.json", "vrrl_config.json"))
+    if config.get("tokenizer_dir"):
+        _directory(config.tokenizer_dir, "tokenizer_dir", ("tokenizer.json", "tokenizer_config.json"))
+
+
 def validate(config) -> None:
     """Every section read as the run will read it; the first problem raises a ``ConfigError`` naming the field."""
     require_keys(config, "", TOP_LEVEL_KEYS)
@@ -232,11 +240,7 @@ def validate(config) -> None:
     require_int(config, "seed", 0)
     max_len = require_int(config, "max_sequence_len", 16)
 
-    # Checkpoint and tokenizer paths: named now, not when the first batch is tokenised.
-    if config.get("init_checkpoint"):
-        _directory(config.init_checkpoint, "init_checkpoint", ("config.json", "vrrl_config.json"))
-    if config.get("tokenizer_dir"):
-        _directory(config.tokenizer_dir, "tokenizer_dir", ("tokenizer.json", "tokenizer_config.json"))
+    check_paths(config)
     with reading("tokenizer_dir"):
         tokenizer = experiment.load_tokenizer(config)
     with reading("tokenizer_dir"):

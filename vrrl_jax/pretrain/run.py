@@ -228,6 +228,7 @@ def validate(config) -> None:
                                          "log"))
     run_config.require_keys(config, "pretrain", PRETRAIN_KEYS)
     run_config.require_int(config, "seed", 0)
+    run_config.check_paths(config)
     for name, low in (("steps", 1), ("batch_size", 1), ("micro_batches", 1), ("eval_every", 1),
                       ("eval_maps_per_level", 1), ("eval_batch_size", 1), ("gallery_examples", 0),
                       ("min_length", 1), ("min_patches", 1)):

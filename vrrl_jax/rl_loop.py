@@ -98,7 +98,8 @@ def draw_groups(exp, config, sampler, params, examples, buffer, progress, rng: n
     if len(styles) != 1:
         raise ValueError(f"training examples mix render styles {sorted(styles)}; one rollout batch needs one")
     trajectories = rollout_lib.rollout(sampler, exp.processor, params, specs, n, prefixes=prefixes,
-                                       forced_openings=openings, config=run_config.rollout_config(config, style=styles.pop()),
+                                       forced_openings=openings,
+                                       config=run_config.rollout_config(config, style=styles.pop()),
                                        rng=key)
     t0 = time.perf_counter()
     groups = []

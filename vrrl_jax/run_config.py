@@ -231,6 +231,20 @@ def check_paths(config) -> None:
         _directory(config.tokenizer_dir, "tokenizer_dir", ("tokenizer.json", "tokenizer_config.json"))
 
 
+def check_model_side(config):
+    """Paths, tokenizer, model, image processor and mesh, read as ``experiment.build`` reads them; returns the mesh
+    (its sizes checked against the devices this process sees)."""
+    check_paths(config)
+    with reading("tokenizer_dir"):
+        token_ids = tokenizer_lib.special_token_ids(experiment.load_tokenizer(config))
+    with reading("model"):
+        experiment.model_config_from(config, token_ids)
+    with reading("image"):
+        experiment.image_config_from(config)
+    with reading("mesh"):
+        return mesh_lib.make_mesh(as_dict(config.mesh))
+
+
 def validate(config) -> None:
     """Every section read as the run will read it; the first problem raises a ``ConfigError`` naming the field."""
     require_keys(config, "", TOP_LEVEL_KEYS)
@@ -240,17 +254,7 @@ def validate(config) -> None:
     require_int(config, "seed", 0)
     max_len = require_int(config, "max_sequence_len", 16)
 
-    check_paths(config)
-    with reading("tokenizer_dir"):
-        tokenizer = experiment.load_tokenizer(config)
-    with reading("tokenizer_dir"):
-        token_ids = tokenizer_lib.special_token_ids(tokenizer)
-    with reading("model"):
-        experiment.model_config_from(config, token_ids)
-    with reading("image"):
-        experiment.image_config_from(config)
-    with reading("mesh"):
-        mesh_lib.make_mesh(as_dict(config.mesh))  # sizes against the devices this process sees
+    check_model_side(config)
 
     # Data and optimizer.
     with reading("data"):
@@ -280,7 +284,8 @@ def validate(config) -> None:
     # VRRL RL.
     require_int(config, "rl.steps", 0)
     require_int(config, "rl.prompts_per_step", 1)
-    require_int(config, "rl.samples_per_prompt", 2)  # GRPO's advantage is relative to the group: one sample learns nothing
+    # GRPO's advantage is relative to the group: one sample per prompt learns nothing.
+    require_int(config, "rl.samples_per_prompt", 2)
     require_int(config, "rl.micro_batches", 1)
     require_int(config, "rl.max_turns", 1)
     require_int(config, "rl.max_new_tokens", 1)

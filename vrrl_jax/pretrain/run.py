@@ -219,16 +219,13 @@ PRETRAIN_KEYS = ("steps", "batch_size", "micro_batches", "learning_rate", "level
 def validate(config) -> None:
     """The pretraining config, checked before anything is built: the sections a training run shares with it, as
     the training run checks them, plus ``pretrain``."""
-    from vrrl_jax.data import tokenizer as tokenizer_lib
     from vrrl_jax.envs.frozenlake import render
-    from vrrl_jax.parallel import mesh as mesh_lib
 
     run_config.require_keys(config, "", ("seed", "init_checkpoint", "tokenizer_dir", "data_dir", "model",
                                          "model_options", "image", "mesh", "optimizer", "pretrain", "checkpoint",
                                          "log"))
     run_config.require_keys(config, "pretrain", PRETRAIN_KEYS)
     run_config.require_int(config, "seed", 0)
-    run_config.check_paths(config)
     for name, low in (("steps", 1), ("batch_size", 1), ("micro_batches", 1), ("eval_every", 1),
                       ("eval_maps_per_level", 1), ("eval_batch_size", 1), ("gallery_examples", 0),
                       ("min_length", 1), ("min_patches", 1)):
@@ -247,14 +244,7 @@ def validate(config) -> None:
     task_weights(config)
     with run_config.reading("data_dir"):
         release_data.check_data_dir(config.data_dir)
-    with run_config.reading("tokenizer_dir"):
-        token_ids = tokenizer_lib.special_token_ids(experiment.load_tokenizer(config))
-    with run_config.reading("model"):
-        experiment.model_config_from(config, token_ids)
-    with run_config.reading("image"):
-        experiment.image_config_from(config)
-    with run_config.reading("mesh"):
-        mesh = mesh_lib.make_mesh(run_config.as_dict(config.mesh))
+    mesh = run_config.check_model_side(config)
     shards = mesh.shape["data"] * mesh.shape["fsdp"]
     for name in ("batch_size", "eval_batch_size"):
         if config.pretrain[name] % shards:

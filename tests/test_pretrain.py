@@ -20,27 +20,29 @@ SPEC = maps.parse_spec(maps.MapSpec(("SFH", "FHF", "FFG"), 0, 8))
 def test_map_answer_is_the_layout_cell_by_cell():
     ex = tasks.map_example(SPEC, "compact")
     assert ex.answer == "S F H\nF H F\nF F G"
-    assert [ex.answer[s:e] for _, s, e in ex.units] == list("SFHFHFFFG")
+    cells = [(k, ex.answer[s:e]) for k, s, e in ex.units if k == "cell"]
+    assert [text for _, text in cells] == list("SFHFHFFFG")
+    kinds = [(k, ex.answer[s:e]) for k, s, e in ex.units if k != "cell"]  # where the elf, the gift, the holes are
+    assert kinds == [("elf", "S"), ("ice", "F"), ("hole", "H"), ("ice", "F"), ("hole", "H"), ("ice", "F"),
+                     ("ice", "F"), ("ice", "F"), ("gift", "G")]
     np.testing.assert_array_equal(np.asarray(ex.image), np.asarray(render.render_map(SPEC, "compact")))
 
 
-def test_locate_answer_counts_from_one():
-    ex = tasks.locate_example(SPEC, "compact")
-    assert ex.answer == ("elf: row 1 column 1\ngift: row 3 column 3\n"
-                         "holes: row 1 column 3, row 2 column 2")
-    assert [k for k, _, _ in ex.units] == ["elf", "gift", "holes"]
-    assert ex.answer[ex.units[1][1]:ex.units[1][2]] == "row 3 column 3"
-
-
+# Worked by hand on SPEC (S F H / F H F / F F G): o = a cell the drawn route passes (the start included), * = its
+# last vertex; a vertex off the grid (a phantom cell) is not drawn in the trace, and the elf does not move.
 @pytest.mark.parametrize("route, answer", [
-    (("down", "down", "right", "right"), "end: row 3 column 3\nhole: no\noff grid: no\ngift: yes"),
-    (("right", "down"), "end: row 2 column 2\nhole: yes\noff grid: no\ngift: no"),
-    (("up", "right"), "end: row 1 column 2\nhole: no\noff grid: yes\ngift: no"),  # the elf stays put on "up"
-    (("left",), "end: off the grid\nhole: no\noff grid: yes\ngift: no"),
+    (("down", "down", "right", "right"), "o . .\no . .\no o *\nhole: no\noff grid: no\ngift: yes"),
+    (("right", "down"), "o o .\n. * .\n. . .\nhole: yes\noff grid: no\ngift: no"),
+    (("up", "right"), "o * .\n. . .\n. . .\nhole: no\noff grid: yes\ngift: no"),
+    (("left",), "o . .\n. . .\n. . .\nhole: no\noff grid: yes\ngift: no"),
+    (("right", "right", "left", "left"), "* o o\n. . .\n. . .\nhole: yes\noff grid: no\ngift: no"),
 ])
-def test_route_answer_reads_the_drawn_route(route, answer):
+def test_route_answer_traces_the_drawn_route(route, answer):
     ex = tasks.route_example(SPEC, route, "compact")
     assert ex.answer == answer
+    units = {k: ex.answer[s:e] for k, s, e in ex.units}
+    assert units["trace"] == answer.rsplit("\nhole", 1)[0]
+    assert ("end" in units) == ("*" in answer)
     np.testing.assert_array_equal(np.asarray(ex.image), np.asarray(render.render_feedback(SPEC, route, "compact")))
 
 
@@ -49,7 +51,7 @@ def test_random_routes_cover_every_outcome():
     seen = set()
     for _ in range(200):
         ex = tasks.make_example("route", SPEC, rng, "compact")
-        seen.update(line for line in ex.answer.splitlines()[1:])
+        seen.update(line for line in ex.answer.splitlines()[-3:])
     assert seen == {"hole: yes", "hole: no", "off grid: yes", "off grid: no", "gift: yes", "gift: no"}
 
 
@@ -78,7 +80,7 @@ def test_held_out_scoring_against_perfect_and_damaged_predictions(tiny_config):
     cell and the map's exactness."""
     exp = experiment.build(tiny_config)
     held_out = pretrain_run.held_out_rows(exp, tiny_config)
-    assert sorted({h.spec.level for h in held_out}) == [3, 4, 5, 6] and len(held_out) == 4 * 3
+    assert sorted({h.spec.level for h in held_out}) == [3, 4, 5, 6] and len(held_out) == 4 * 2
     first_map = next(i for i, h in enumerate(held_out) if h.example.task == "map")
     assert first_map < tiny_config.pretrain.eval_batch_size and held_out[first_map].spec.level == 3
     calls = {"n": 0, "damage": False}

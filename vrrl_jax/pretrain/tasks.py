@@ -2,10 +2,16 @@
 
 Each task teaches seeing, never planning: no answer is a route to take (that is SFT's and RL's job).
 
-- ``map``: the map, cell by cell, one row per line (``S`` the elf, ``G`` the gift, ``H`` a hole, ``F`` ice).
-- ``locate``: where the elf, the gift and every hole are (rows and columns counted from 1, top left).
-- ``route``: a feedback image (a route drawn on the map, as the environment shows after a turn); where the drawn
-  route ends, and whether it falls in a hole, leaves the grid, reaches the gift.
+- ``map``: the map, cell by cell, one row per line (``S`` the elf, ``G`` the gift, ``H`` a hole, ``F`` ice). This
+  is also where the elf, the gift and each hole are: held-out accuracy is reported per kind of cell.
+- ``route``: a feedback image (a route drawn on the map, as the environment shows after a turn) traced cell by cell
+  (``*`` where the star is, ``o`` where the route passes, ``.`` elsewhere), then whether it falls in a hole, leaves the
+  grid, reaches the gift.
+
+Answers are grids, not coordinates: naming a cell ("row 2 column 3") stayed at chance for the tiny model even when
+trained alone (BENCHMARKS.md, "Perception pretraining"). Rotary positions reach attention scores, not the values a
+head copies, so an absolute row number is hard to read out; a grid answer only needs the k-th answer cell to attend
+to the k-th image token, which is what reading the map cell by cell already learns.
 
 An example carries the answer's *units*: character spans of the answer that are scored as one (a cell of the map,
 the elf's location, the hole verdict...). Held-out accuracy of a unit is whether every answer token overlapping
@@ -22,12 +28,13 @@ import numpy as np
 
 from vrrl_jax.envs.frozenlake import maps, render
 
-TASKS = ("map", "locate", "route")
+TASKS = ("map", "route")
 QUESTIONS = {
     "map": "Read the map row by row: S is the elf, G the gift, H a hole, F ice.",
-    "locate": "Where are the elf, the gift and the holes?",
-    "route": "Where does the drawn route end? Does it fall in a hole, leave the grid, reach the gift?",
+    "route": "Trace the drawn route row by row: o where it passes, * where it ends, . elsewhere. "
+             "Does it fall in a hole, leave the grid, reach the gift?",
 }
+CELL_KINDS = {"S": "elf", "G": "gift", "H": "hole", "F": "ice"}  # a map cell's unit kind, besides "cell"
 _ACTIONS = tuple(maps.MOVES)
 
 
@@ -58,30 +65,15 @@ class _Answer:
         self.text += text
 
 
-def _where(rc: tuple[int, int]) -> str:
-    return f"row {rc[0] + 1} column {rc[1] + 1}"
-
-
 def map_example(spec: maps.MapSpec, style: str) -> Example:
     out = _Answer()
     for r, row in enumerate(spec.layout):
         for c, cell in enumerate(row):
+            out.units.append((CELL_KINDS[cell], len(out.text), len(out.text) + 1))
             out.add(cell, "cell")
             out.add(" " if c < len(row) - 1 else "")
         out.add("\n" if r < spec.level - 1 else "")
     return Example("map", render.render_map(spec, style), out.text, tuple(out.units))
-
-
-def locate_example(spec: maps.MapSpec, style: str) -> Example:
-    out = _Answer()
-    out.add("elf: ")
-    out.add(_where(spec.start_rc), "elf")
-    out.add("\ngift: ")
-    out.add(_where(spec.target_rc), "gift")
-    holes = [(r, c) for r in range(spec.level) for c in range(spec.level) if spec.is_hole(r, c)]
-    out.add("\nholes: ")
-    out.add(", ".join(_where(rc) for rc in holes) if holes else "none", "holes")
-    return Example("locate", render.render_map(spec, style), out.text, tuple(out.units))
 
 
 def random_route(spec: maps.MapSpec, rng: np.random.Generator) -> tuple[str, ...]:
@@ -98,14 +90,33 @@ def random_route(spec: maps.MapSpec, rng: np.random.Generator) -> tuple[str, ...
     return tuple(_ACTIONS[i] for i in rng.integers(len(_ACTIONS), size=rng.integers(1, 2 * spec.level + 1)))
 
 
+def route_trace(spec: maps.MapSpec, actions: Sequence[str]) -> list[str]:
+    """The drawn route, cell by cell (rows of ``o`` / ``*`` / ``.``): ``*`` the cell of its last vertex (the star),
+    ``o`` the start and every other cell a vertex lies in, ``.`` the rest; vertices in phantom cells off the grid
+    are not cells of the map and appear only as the verdict ``off grid: yes``."""
+    w = maps.walk(spec, actions)
+    grid = [["."] * spec.level for _ in range(spec.level)]
+    for r, c in (spec.start_rc, *w.positions):
+        if 0 <= r < spec.level and 0 <= c < spec.level:
+            grid[r][c] = "o"
+    r, c = w.positions[-1] if w.positions else spec.start_rc
+    if 0 <= r < spec.level and 0 <= c < spec.level:
+        grid[r][c] = "*"
+    return ["".join(row) for row in grid]
+
+
 def route_example(spec: maps.MapSpec, actions: Sequence[str], style: str) -> Example:
     w = maps.walk(spec, actions)
-    end = w.positions[-1]
-    inside = 0 <= end[0] < spec.level and 0 <= end[1] < spec.level
+    trace = route_trace(spec, actions)
     out = _Answer()
-    out.add("end: ")
-    out.add(_where(end) if inside else "off the grid", "end")
-    out.add("\nhole: ")
+    start = len(out.text)
+    for r, row in enumerate(trace):
+        for c, cell in enumerate(row):
+            out.add(cell, "end" if cell == "*" else None)
+            out.add(" " if c < len(row) - 1 else "")
+        out.add("\n")
+    out.units.append(("trace", start, len(out.text) - 1))
+    out.add("hole: ")
     out.add("yes" if any(w.in_hole) else "no", "hole")
     out.add("\noff grid: ")
     out.add("yes" if any(w.off_grid) else "no", "off_grid")
@@ -117,8 +128,6 @@ def route_example(spec: maps.MapSpec, actions: Sequence[str], style: str) -> Exa
 def make_example(task: str, spec: maps.MapSpec, rng: np.random.Generator, style: str) -> Example:
     if task == "map":
         return map_example(spec, style)
-    if task == "locate":
-        return locate_example(spec, style)
     if task == "route":
         return route_example(spec, random_route(spec, rng), style)
     raise ValueError(f"unknown pretraining task {task!r}; tasks are {TASKS}")

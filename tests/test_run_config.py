@@ -152,3 +152,23 @@ def test_a_bad_override_stops_the_command_before_any_step(tmp_path):
     assert result.returncode != 0
     assert "config.rl.loss: PolicyLossConfig.clip_low must be in [0, 1)" in result.stderr
     assert "sft" not in result.stdout and not (tmp_path / "w" / "metrics.jsonl").exists()
+
+
+def test_model_and_init_checkpoint_must_describe_the_same_model(tmp_path):
+    """Both set: the checkpoint is loaded only when config.model says the same architecture; otherwise the error
+    names each field that differs (here the rotary base), before anything is built."""
+    from vrrl_jax.pretrain import export
+
+    config = tiny()
+    exp = experiment.build(config)
+    params, _ = experiment.initial_params(exp, 0)
+    export.export_hf(exp, params, tmp_path / "hf")
+    config.init_checkpoint = str(tmp_path / "hf")
+    run_config.validate(config)  # the same model: fine
+    config.model.text_config.rope_parameters.rope_theta = 123.0
+    with pytest.raises(run_config.ConfigError,
+                       match=r"config\.model: .*describe different models \(text\.rope_theta: 123\.0 in config\.model, "
+                             r"[0-9.]+ in the checkpoint\)"):
+        run_config.validate(config)
+    config.model = None  # the checkpoint's own config.json
+    run_config.validate(config)

@@ -70,29 +70,53 @@ def _is_hf_dir(path) -> bool:
 
 
 def model_config_from(config, token_ids: tokenizer_lib.SpecialTokenIds) -> Qwen25VLConfig:
-    """The model's config: from ``config.model`` (token ids filled in from the tokenizer) or the checkpoint."""
+    """The model's config: the checkpoint's config.json when ``init_checkpoint`` is set, else ``config.model`` (token
+    ids filled in from the tokenizer). When both are set they must describe the same model: a config that says one
+    architecture and loads another is refused, naming the fields that differ."""
     options = _to_dict(config.model_options)
-    if config.get("init_checkpoint"):
-        path = pathlib.Path(config.init_checkpoint)
-        hf_json = path / "config.json"
-        ours_json = path / "vrrl_config.json"
-        if hf_json.is_file():
-            raw = json.loads(hf_json.read_text())
-        elif ours_json.is_file():
-            raw = json.loads(ours_json.read_text())["hf_config"]
-        else:
-            raise FileNotFoundError(f"init_checkpoint {path} has neither config.json (HF) nor vrrl_config.json (ours)")
-        return Qwen25VLConfig.from_hf(raw, **options)
-    if config.get("model") is None:
-        raise ValueError("set config.model (a config.json-style dict) or config.init_checkpoint")
-    raw = _to_dict(config.model)
-    raw["text_config"] = dict(raw["text_config"])
-    if raw["text_config"].get("vocab_size") is None:
-        raw["text_config"]["vocab_size"] = token_ids.vocab_size
-    for name in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"):
-        if raw.get(name) is None:
-            raw[name] = getattr(token_ids, name)
-    return Qwen25VLConfig.from_hf(raw, **options)
+    from_model = None
+    if config.get("model") is not None:
+        raw = _to_dict(config.model)
+        raw["text_config"] = dict(raw["text_config"])
+        if raw["text_config"].get("vocab_size") is None:
+            raw["text_config"]["vocab_size"] = token_ids.vocab_size
+        for name in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"):
+            if raw.get(name) is None:
+                raw[name] = getattr(token_ids, name)
+        from_model = Qwen25VLConfig.from_hf(raw, **options)
+    if not config.get("init_checkpoint"):
+        if from_model is None:
+            raise ValueError("set config.model (a config.json-style dict) or config.init_checkpoint")
+        return from_model
+    path = pathlib.Path(config.init_checkpoint)
+    hf_json = path / "config.json"
+    ours_json = path / "vrrl_config.json"
+    if hf_json.is_file():
+        raw = json.loads(hf_json.read_text())
+    elif ours_json.is_file():
+        raw = json.loads(ours_json.read_text())["hf_config"]
+    else:
+        raise FileNotFoundError(f"init_checkpoint {path} has neither config.json (HF) nor vrrl_config.json (ours)")
+    stored = Qwen25VLConfig.from_hf(raw, **options)
+    if from_model is not None and from_model != stored:
+        diff = ", ".join(f"{name}: {a!r} in config.model, {b!r} in the checkpoint"
+                         for name, a, b in config_differences(from_model, stored))
+        raise ValueError(f"config.model and init_checkpoint {path} describe different models ({diff}); unset "
+                         f"config.model to take the checkpoint's, or init_checkpoint (--config.init_checkpoint=) to "
+                         f"train config.model from scratch")
+    return stored
+
+
+def config_differences(a, b, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted field name, value in a, value in b) for every field of two config dataclasses that differs."""
+    out = []
+    for field in dataclasses.fields(a):
+        x, y = getattr(a, field.name), getattr(b, field.name)
+        if dataclasses.is_dataclass(x) and dataclasses.is_dataclass(y):
+            out += config_differences(x, y, f"{prefix}{field.name}.")
+        elif x != y:
+            out.append((prefix + field.name, x, y))
+    return out
 
 
 def image_config_from(config) -> processor_lib.ImageProcessorConfig:

@@ -3,6 +3,7 @@ uninterrupted one."""
 
 import json
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -126,6 +127,11 @@ def test_resumed_run_repeats_the_uninterrupted_one(tiny_config, tmp_path):
     card = (tmp_path / "resumed" / "hf" / "MODEL_CARD.md").read_text()
     assert "4 steps of 8 examples" in card and f"| map/cell | {straight['heldout/map/cell']:.4f} |" in card
     assert (tmp_path / "resumed" / "hf" / "config.json").is_file()
+    # Killed after its last checkpoint but before the export: the same command evaluates and exports, nothing more.
+    shutil.rmtree(tmp_path / "resumed" / "hf")
+    assert pretrain_run.run(tiny_config, str(tmp_path / "resumed")) == straight
+    assert (tmp_path / "resumed" / "hf" / "MODEL_CARD.md").read_text() == card
+    assert lines("resumed") == lines("straight")
 
 
 def test_export_loads_in_transformers_and_ours_with_equal_logits(tiny_config, tmp_path):
@@ -162,3 +168,50 @@ def test_export_loads_in_transformers_and_ours_with_equal_logits(tiny_config, tm
     tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
     assert tokenizer(example.answer)["input_ids"] == exp.tokenizer(example.answer)["input_ids"]
     assert tokenizer.chat_template == exp.tokenizer.chat_template
+
+
+def test_shipped_checkpoint_is_small_loads_everywhere_and_its_card_tells_the_truth():
+    """The packaged tiny VLM: <= 25 MB; transformers and ours give equal logits and equal pixel values; its held-out
+    accuracy, recomputed here with the config it records, is what MODEL_CARD.md says."""
+    import jax
+    import torch
+    import transformers
+
+    from vrrl_jax.data import conversation
+    from vrrl_jax.models import from_pretrained
+    from vrrl_jax.pretrain import TINY_VLM_DIR
+
+    size = sum(f.stat().st_size for f in TINY_VLM_DIR.iterdir())
+    assert size <= 25 * 2**20, size
+    config = experiment.load_config(REPO / "configs" / "pretrain_tiny.py")
+    recorded = json.loads((TINY_VLM_DIR / "pretrain_config.json").read_text())
+    config.pretrain.update(recorded["pretrain"])
+    config.seed = recorded["seed"]
+    config.init_checkpoint = str(TINY_VLM_DIR)
+    exp = experiment.build(config)
+    model, params = from_pretrained(str(TINY_VLM_DIR))
+    assert model.config == exp.model_config
+
+    example = tasks.route_example(SPEC, ("right", "down"), "compact")
+    row = conversation.encode_conversation(exp.processor, example.messages())
+    ids = row.input_ids[None]
+    inputs = dict(input_ids=ids, attention_mask=np.ones_like(ids), pixel_values=row.pixel_values,
+                  image_grid_thw=row.image_grid_thw, mm_token_type_ids=(ids == exp.model_config.image_token_id)
+                  .astype(np.int64))
+    ours = np.asarray(model.apply({"params": params}, **inputs).logits)
+    torch_model = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(TINY_VLM_DIR).eval()
+    with torch.no_grad():
+        theirs = torch_model(**{k: torch.tensor(v) for k, v in inputs.items()}).logits.numpy()
+    np.testing.assert_allclose(theirs, ours, atol=1e-5, rtol=0)
+    hf_images = transformers.AutoImageProcessor.from_pretrained(TINY_VLM_DIR)(images=[example.image],
+                                                                             return_tensors="np")
+    np.testing.assert_array_equal(hf_images["pixel_values"], row.pixel_values)
+    np.testing.assert_array_equal(hf_images["image_grid_thw"], row.image_grid_thw)
+
+    held_out = pretrain_run.held_out_rows(exp, config)
+    on_mesh, _ = experiment.initial_params(exp, int(config.seed))  # init_checkpoint, loaded onto the mesh
+    predict = pretrain_run.make_predict_fn(exp.model, exp.mesh, exp.rules, jax.tree.map(lambda x: x.sharding, on_mesh))
+    metrics = pretrain_run.evaluate(exp, config, predict, on_mesh, held_out)
+    card = (TINY_VLM_DIR / "MODEL_CARD.md").read_text()
+    for name, value in metrics.items():
+        assert f"| {name.removeprefix('heldout/')} | {value:.4f} |" in card, name

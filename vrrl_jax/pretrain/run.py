@@ -196,7 +196,9 @@ def run(config, workdir: str) -> dict:
             ckpt.save(step, state, {}, {"step": step})
     ckpt.close()
     writer.close()
-    if jax.process_index() == 0 and metrics:
+    if not metrics:  # resumed at the last step (killed before its export): evaluate the restored state
+        metrics = evaluate(exp, config, predict, state.params, held_out, workdir / "heldout_gallery.html")
+    if jax.process_index() == 0:
         out = workdir / EXPORT_DIR
         shutil.rmtree(out, ignore_errors=True)  # the run's own export of an earlier (shorter) run
         export.export_hf(exp, state.params, out)

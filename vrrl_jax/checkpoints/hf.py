@@ -1,4 +1,4 @@
-"""transformers state_dict <-> our params for Qwen2.5-VL.
+"""transformers state_dict <-> our params for Qwen2.5-VL and Qwen3-VL.
 
 One table (`checkpoint_entries`) lists every tensor: its transformers name (in-memory layout), our param path,
 both shapes and how to convert. Both state_dict layouts are read: the in-memory one
@@ -16,6 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from vrrl_jax.models.config import Qwen25VLConfig
+from vrrl_jax.models.qwen3_vl.config import Qwen3VLConfig
 
 _VISUAL, _TEXT = "model.visual.", "model.language_model."
 _LM_HEAD = "lm_head.weight"
@@ -31,7 +32,94 @@ class Entry:
   layer: int | None = None  # index along the stacked axis when scanned
 
 
-def checkpoint_entries(config: Qwen25VLConfig) -> list[Entry]:
+def checkpoint_entries(config: Qwen25VLConfig | Qwen3VLConfig) -> list[Entry]:
+  """Every tensor of the model ``config`` describes (its family's table)."""
+  if isinstance(config, Qwen3VLConfig):
+    return qwen3_vl_entries(config)
+  return qwen2_5_vl_entries(config)
+
+
+class _Table:
+  """Collects entries; per-layer paths follow ``scan_layers`` (one stacked leaf, or ``group_i``)."""
+
+  def __init__(self, scan_layers: bool):
+    self.entries, self.scan_layers = [], scan_layers
+
+  def add(self, hf_key, path, kind, hf_shape, shape, layer=None):
+    self.entries.append(Entry(hf_key, tuple(path), kind, tuple(hf_shape), tuple(shape), layer))
+
+  def linear(self, hf_prefix, path, in_shape, out_shape, bias, layer=None):
+    in_size, out_size = int(np.prod(in_shape)), int(np.prod(out_shape))
+    self.add(hf_prefix + ".weight", path + ("kernel",), "linear", (out_size, in_size), in_shape + out_shape, layer)
+    if bias:
+      self.add(hf_prefix + ".bias", path + ("bias",), "copy", (out_size,), out_shape, layer)
+
+  def norm(self, hf_prefix, path, size, bias, layer=None):
+    self.add(hf_prefix + ".weight", path + ("scale",), "copy", (size,), (size,), layer)
+    if bias:
+      self.add(hf_prefix + ".bias", path + ("bias",), "copy", (size,), (size,), layer)
+
+  def layer_path(self, group, i, inner=()):
+    return (group,) + tuple(inner) if self.scan_layers else (f"{group}_{i}",)
+
+  def done(self) -> list[Entry]:
+    if not self.scan_layers:
+      return [dataclasses.replace(e, layer=None) for e in self.entries]
+    return self.entries
+
+
+def qwen3_vl_entries(config: Qwen3VLConfig) -> list[Entry]:
+  text, vision = config.text, config.vision
+  d, hd, heads, kv = text.hidden_size, text.head_dim, text.num_attention_heads, text.num_key_value_heads
+  dv, hv, hdv, iv = vision.hidden_size, vision.num_heads, vision.head_dim, vision.intermediate_size
+  merged = dv * vision.merge_unit
+  t = _Table(config.scan_layers)
+  t.add(_VISUAL + "patch_embed.proj.weight", ("visual", "patch_embed", "kernel"), "conv",
+        (dv, vision.in_channels, vision.temporal_patch_size, vision.patch_size, vision.patch_size),
+        (vision.patch_dim, dv))
+  t.add(_VISUAL + "patch_embed.proj.bias", ("visual", "patch_embed", "bias"), "copy", (dv,), (dv,))
+  t.add(_VISUAL + "pos_embed.weight", ("visual", "pos_embed"), "copy", (vision.num_position_embeddings, dv),
+        (vision.num_position_embeddings, dv))
+  for i in range(vision.depth):
+    hf, ours = f"{_VISUAL}blocks.{i}.", ("visual",) + t.layer_path("blocks", i, ("block",))
+    t.norm(hf + "norm1", ours + ("norm1",), dv, True, i)
+    t.norm(hf + "norm2", ours + ("norm2",), dv, True, i)
+    t.linear(hf + "attn.qkv", ours + ("attn", "qkv"), (dv,), (3, hv, hdv), True, i)
+    t.linear(hf + "attn.proj", ours + ("attn", "proj"), (hv, hdv), (dv,), True, i)
+    t.linear(hf + "mlp.linear_fc1", ours + ("linear_fc1",), (dv,), (iv,), True, i)
+    t.linear(hf + "mlp.linear_fc2", ours + ("linear_fc2",), (iv,), (dv,), True, i)
+  mergers = [("merger", ("merger",), dv)] + [
+      (f"deepstack_merger_list.{j}", (f"deepstack_merger_list_{j}",), merged)
+      for j in range(len(vision.deepstack_visual_indexes))]
+  for hf_name, ours, norm_size in mergers:
+    t.norm(f"{_VISUAL}{hf_name}.norm", ("visual",) + ours + ("norm",), norm_size, True)
+    t.linear(f"{_VISUAL}{hf_name}.linear_fc1", ("visual",) + ours + ("linear_fc1",), (merged,), (merged,), True)
+    t.linear(f"{_VISUAL}{hf_name}.linear_fc2", ("visual",) + ours + ("linear_fc2",), (merged,),
+             (vision.out_hidden_size,), True)
+
+  t.add(_TEXT + "embed_tokens.weight", ("language_model", "embed_tokens"), "copy", (text.vocab_size, d),
+        (text.vocab_size, d))
+  for i in range(text.num_hidden_layers):
+    hf, ours = f"{_TEXT}layers.{i}.", ("language_model",) + t.layer_path("layers", i)
+    t.norm(hf + "input_layernorm", ours + ("input_layernorm",), d, False, i)
+    t.norm(hf + "post_attention_layernorm", ours + ("post_attention_layernorm",), d, False, i)
+    t.linear(hf + "self_attn.q_proj", ours + ("self_attn", "q_proj"), (d,), (heads, hd), False, i)
+    t.linear(hf + "self_attn.k_proj", ours + ("self_attn", "k_proj"), (d,), (kv, hd), False, i)
+    t.linear(hf + "self_attn.v_proj", ours + ("self_attn", "v_proj"), (d,), (kv, hd), False, i)
+    t.linear(hf + "self_attn.o_proj", ours + ("self_attn", "o_proj"), (heads, hd), (d,), False, i)
+    t.norm(hf + "self_attn.q_norm", ours + ("self_attn", "q_norm"), hd, False, i)
+    t.norm(hf + "self_attn.k_norm", ours + ("self_attn", "k_norm"), hd, False, i)
+    for name, shape_in, shape_out in (("gate_proj", d, text.intermediate_size),
+                                      ("up_proj", d, text.intermediate_size),
+                                      ("down_proj", text.intermediate_size, d)):
+      t.linear(hf + f"mlp.{name}", ours + ("mlp", name), (shape_in,), (shape_out,), False, i)
+  t.add(_TEXT + "norm.weight", ("language_model", "norm", "scale"), "copy", (d,), (d,))
+  if not config.tie_word_embeddings:
+    t.add(_LM_HEAD, ("language_model", "lm_head"), "linear", (text.vocab_size, d), (d, text.vocab_size))
+  return t.done()
+
+
+def qwen2_5_vl_entries(config: Qwen25VLConfig) -> list[Entry]:
   text, vision = config.text, config.vision
   d, hd, heads, kv = text.hidden_size, text.head_dim, text.num_attention_heads, text.num_key_value_heads
   dv, hv, hdv, iv = vision.hidden_size, vision.num_heads, vision.head_dim, vision.intermediate_size
@@ -172,7 +260,7 @@ def params_from_state_dict(state_dict: Mapping, config: Qwen25VLConfig) -> dict:
       continue
     arrays[entry] = _to_ours(entry, array).astype(config.weight_dtype)
   if problems:
-    raise ValueError("state_dict does not match the Qwen2.5-VL config; " + "; ".join(problems))
+    raise ValueError(f"state_dict does not match the {_family(config)} config; " + "; ".join(problems))
 
   params, stacks = {}, {}
   for entry, array in arrays.items():
@@ -211,8 +299,12 @@ def state_dict_from_params(params: Mapping, config: Qwen25VLConfig, layout: str 
     key = entry.hf_key if layout == "memory" else disk_key(entry.hf_key)
     state_dict[key] = _to_hf(entry, array)
   if problems:
-    raise ValueError("params do not match the Qwen2.5-VL config; " + "; ".join(problems))
+    raise ValueError(f"params do not match the {_family(config)} config; " + "; ".join(problems))
   return state_dict
+
+
+def _family(config) -> str:
+  return "Qwen3-VL" if isinstance(config, Qwen3VLConfig) else "Qwen2.5-VL"
 
 
 def _stacked_length(config: Qwen25VLConfig, entry: Entry) -> int:

@@ -1,4 +1,4 @@
-"""Rotary embeddings: text M-RoPE (3 position axes, chunked sections), vision 2D axial RoPE, and the host-side
+"""Rotary embeddings: text M-RoPE (3 position axes, chunked or interleaved sections), vision 2D axial RoPE, and the host-side
 `get_rope_index` that assigns the (T, H, W) positions of text and image tokens."""
 
 from __future__ import annotations
@@ -26,13 +26,29 @@ def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
   return x * cos[..., None, :] + rotate_half(x) * sin[..., None, :]
 
 
-def mrope_cos_sin(positions: jax.Array, head_dim: int, theta: float, mrope_section, dtype):
-  """M-RoPE tables for positions [3, B, S] -> cos, sin [B, S, head_dim] in `dtype`.
+def mrope_axes(mrope_section, head_dim: int, interleaved: bool = False) -> np.ndarray:
+  """The position axis (0 T, 1 H, 2 W) that feeds each of the head_dim / 2 rotary frequencies.
 
-  Frequency i takes its angle from axis `section_axis[i]`: the first mrope_section[0] frequencies from T,
-  the next mrope_section[1] from H, the rest from W (the chunked Qwen2.5-VL layout).
+  Chunked (Qwen2.5-VL): the first mrope_section[0] frequencies from T, the next mrope_section[1] from H, the rest
+  from W. Interleaved (Qwen3-VL's `recomposition_frequencies`): T everywhere, then H at 1, 4, ... below
+  3 * mrope_section[1] and W at 2, 5, ... below 3 * mrope_section[2] (T H W T H W ... T T).
   """
-  section_axis = np.repeat(np.arange(3), mrope_section)  # [head_dim / 2]
+  if not interleaved:
+    axes = np.repeat(np.arange(3), mrope_section)
+    if axes.shape[0] != head_dim // 2:
+      raise ValueError(f"sum(mrope_section)={axes.shape[0]} must equal head_dim/2={head_dim // 2}")
+    return axes
+  axes = np.zeros((head_dim // 2,), np.int64)
+  axes[1:3 * mrope_section[1]:3] = 1
+  axes[2:3 * mrope_section[2]:3] = 2
+  return axes
+
+
+def mrope_cos_sin(positions: jax.Array, head_dim: int, theta: float, mrope_section, dtype,
+                  interleaved: bool = False):
+  """M-RoPE tables for positions [3, B, S] -> cos, sin [B, S, head_dim] in `dtype`; frequency i takes its angle
+  from axis `mrope_axes(...)[i]`."""
+  section_axis = mrope_axes(mrope_section, head_dim, interleaved)  # [head_dim / 2]
   per_freq_positions = jnp.moveaxis(positions[section_axis], 0, -1).astype(jnp.float32)  # [B, S, hd/2]
   angles = per_freq_positions * inv_freq(head_dim, theta)
   angles = jnp.concatenate([angles, angles], axis=-1)

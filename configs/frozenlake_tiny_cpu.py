@@ -1,27 +1,36 @@
-"""Tiny Qwen2.5-VL-shaped model on FrozenLake, on a CPU: SFT warm start, VRRL RL, eval. Minutes on 2 cores.
+"""The tiny pretrained VLM shipped in the package, on FrozenLake, on a CPU: SFT warm start, VRRL RL, eval. Minutes
+on 2 cores.
 
   python -m vrrl_jax.train --config configs/frozenlake_tiny_cpu.py --workdir runs/demo
+
+The model starts from ``vrrl_jax/assets/tiny_vlm`` (made by ``configs/pretrain_tiny.py``: it reads the map and the
+drawn routes; see its MODEL_CARD.md), through ``init_checkpoint`` as a real Qwen checkpoint would. Renders are
+"compact" (28 px per cell: one image token per cell, as in pretraining) and the vision tower stays frozen (it was
+pretrained; trained on with the decoder's lr its tokens collapse, BENCHMARKS.md). ``--config.init_checkpoint=``
+(empty) trains the same architecture (``model``) from scratch instead.
 """
 
 import ml_collections
+
+from vrrl_jax.pretrain import TINY_VLM_DIR
 
 
 def get_config():
   c = ml_collections.ConfigDict()
   c.seed = 0
 
-  # Model: a Hugging Face config.json dict (token ids are filled in from the tokenizer when left None) or
-  # init_checkpoint (an HF directory or one written by `python -m vrrl_jax.convert hf-to-orbax`).
-  # Placeholders: unset (None) here, and a path string from the command line (--config.init_checkpoint=PATH).
-  c.init_checkpoint = ml_collections.config_dict.placeholder(str)
-  # Unset: the packaged FrozenLake tokenizer (vrrl_jax/assets/tokenizer_frozenlake), or the one in init_checkpoint.
+  # Model: a Hugging Face config.json dict (token ids are filled in from the tokenizer when left None) and/or
+  # init_checkpoint (an HF directory or one written by `python -m vrrl_jax.convert hf-to-orbax`); when both are set
+  # they must describe the same model.
+  c.init_checkpoint = str(TINY_VLM_DIR)
+  # Unset: the tokenizer in init_checkpoint, or (from scratch) the packaged FrozenLake tokenizer.
   c.tokenizer_dir = ml_collections.config_dict.placeholder(str)
   c.model = dict(
       model_type="qwen2_5_vl",
       text_config=dict(vocab_size=ml_collections.config_dict.placeholder(int), hidden_size=128, intermediate_size=384, num_hidden_layers=4,
                        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
                        max_position_embeddings=4096, hidden_act="silu",
-                       rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=(4, 6, 6))),
+                       rope_parameters=dict(rope_type="default", rope_theta=100.0, mrope_section=(4, 6, 6))),
       vision_config=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, hidden_act="silu",
                          in_channels=3, patch_size=14, temporal_patch_size=2, spatial_merge_size=2,
                          window_size=56, fullatt_block_indexes=(1,), out_hidden_size=128, tokens_per_second=2),
@@ -29,8 +38,8 @@ def get_config():
   c.max_sequence_len = 1024  # whole conversation, prompt included (tokens)
   c.model_options = dict(dtype="float32", param_dtype="float32", scan_layers=False,
                          remat_policy=ml_collections.config_dict.placeholder(str))
-  # Images: the renders are shrunk by the processor to at most 5x5 merged tokens (140x140 px).
-  c.image = dict(min_pixels=56 * 56, max_pixels=140 * 140)
+  # Images: compact renders are 28 px per cell, one merged token each; up to 9 x 9 (a 7 x 7 map, off-grid margins).
+  c.image = dict(min_pixels=56 * 56, max_pixels=(9 * 28) ** 2)
 
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
 
@@ -38,12 +47,12 @@ def get_config():
   # data_dir unset: the release's map files shipped in the package (vrrl_jax/assets/frozenlake).
   c.data = dict(data_dir=ml_collections.config_dict.placeholder(str), train_source="release",
                 max_per_split=ml_collections.config_dict.placeholder(int), generated_eval_levels=(7,),
-                generated_eval_per_level=250, train_style="default", eval_style="default", ood_style="ood")
+                generated_eval_per_level=250, train_style="compact", eval_style="compact", ood_style="ood")
 
   # frozen: parameter subtrees that never update ("visual": the vision tower; see small_cpu config).
   # lr_scale: {path prefix: factor} on the learning rate of a subtree (a torch param group), e.g. dict(visual=0.1).
-  c.optimizer = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, grad_clip_norm=1.0, warmup_steps=0, frozen=(),
-                     lr_scale={})
+  c.optimizer = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, grad_clip_norm=1.0, warmup_steps=20,
+                     frozen=("visual",), lr_scale={})
 
   # Multi-turn SFT warm start on synthetic reflection transcripts.
   # One wrong route at most keeps every transcript within the 256-token bucket (two double the step time).

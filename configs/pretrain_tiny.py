@@ -26,12 +26,12 @@ def get_config():
   c.init_checkpoint = ml_collections.config_dict.placeholder(str)
   c.tokenizer_dir = ml_collections.config_dict.placeholder(str)
   c.data_dir = ml_collections.config_dict.placeholder(str)  # unset: the release's maps shipped in the package
-  c.model = tiny.model
-  c.model.text_config.rope_parameters.rope_theta = 100.0
+  c.model = tiny.model  # rope_theta 100 (below)
   c.model_options = tiny.model_options
   c.image = dict(min_pixels=56 * 56, max_pixels=(9 * 28) ** 2)  # up to 9 x 9 tokens: a 7 x 7 map with margins
   c.mesh = tiny.mesh
   c.optimizer = tiny.optimizer
+  c.optimizer.frozen = ()  # the main job freezes the pretrained tower; here it learns, at 0.1 x the lr
   c.optimizer.warmup_steps = 100
   c.optimizer.lr_scale = dict(visual=0.1)
   c.pretrain = dict(

@@ -341,7 +341,8 @@ def _tied_with_a_different_head(source, target):
 
 MALFORMED = {
     "missing config.json": (_without_config, "holds safetensors files but no config.json"),
-    "unknown model_type": (_edit_config(lambda c: c.__setitem__("model_type", "llama")), "model_type is 'llama'"),
+    "unknown model_type": (_edit_config(lambda c: c.__setitem__("model_type", "llama")),
+                           r"config.json: unknown model_type 'llama'; this version supports \['qwen2_5_vl', 'qwen3_vl'\]"),
     "missing tensor": (_edit_tensors(lambda sd: sd.pop("model.norm.weight")),
                        r"missing \['model.language_model.norm.weight'\]"),
     "extra tensor": (_edit_tensors(_add("model.layers.0.mlp.extra.weight", np.ones(3, np.float32))),

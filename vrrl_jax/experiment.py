@@ -19,7 +19,7 @@ import numpy as np
 from vrrl_jax.data import processor as processor_lib
 from vrrl_jax.data import task_tokenizer
 from vrrl_jax.data import tokenizer as tokenizer_lib
-from vrrl_jax.models import Qwen25VL, Qwen25VLConfig, init_params
+from vrrl_jax.models import families
 from vrrl_jax.parallel import mesh as mesh_lib
 from vrrl_jax.parallel import rules as rules_lib
 
@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class Experiment:
     config: ml_collections.ConfigDict
-    model_config: Qwen25VLConfig
-    model: Qwen25VL
+    model_config: Any  # the model family's config (vrrl_jax.models.families)
+    model: Any  # its Linen model
     tokenizer: Any
     processor: processor_lib.ChatProcessor
     token_ids: tokenizer_lib.SpecialTokenIds
@@ -69,7 +69,7 @@ def _is_hf_dir(path) -> bool:
     return (pathlib.Path(path) / "tokenizer_config.json").is_file()
 
 
-def model_config_from(config, token_ids: tokenizer_lib.SpecialTokenIds) -> Qwen25VLConfig:
+def model_config_from(config, token_ids: tokenizer_lib.SpecialTokenIds):
     """The model's config: the checkpoint's config.json when ``init_checkpoint`` is set, else ``config.model`` (token
     ids filled in from the tokenizer). When both are set they must describe the same model: a config that says one
     architecture and loads another is refused, naming the fields that differ."""
@@ -83,7 +83,7 @@ def model_config_from(config, token_ids: tokenizer_lib.SpecialTokenIds) -> Qwen2
         for name in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"):
             if raw.get(name) is None:
                 raw[name] = getattr(token_ids, name)
-        from_model = Qwen25VLConfig.from_hf(raw, **options)
+        from_model = families.config_from_hf(raw, **options)
     if not config.get("init_checkpoint"):
         if from_model is None:
             raise ValueError("set config.model (a config.json-style dict) or config.init_checkpoint")
@@ -97,7 +97,7 @@ def model_config_from(config, token_ids: tokenizer_lib.SpecialTokenIds) -> Qwen2
         raw = json.loads(ours_json.read_text())["hf_config"]
     else:
         raise FileNotFoundError(f"init_checkpoint {path} has neither config.json (HF) nor vrrl_config.json (ours)")
-    stored = Qwen25VLConfig.from_hf(raw, **options)
+    stored = families.config_from_hf(raw, **options)
     if from_model is not None and from_model != stored:
         diff = ", ".join(f"{name}: {a!r} in config.model, {b!r} in the checkpoint"
                          for name, a, b in config_differences(from_model, stored))
@@ -120,12 +120,26 @@ def config_differences(a, b, prefix: str = "") -> list[tuple[str, Any, Any]]:
 
 
 def image_config_from(config) -> processor_lib.ImageProcessorConfig:
+    """The checkpoint's preprocessor_config.json, else the model family's hub defaults; ``config.image`` on top."""
     base = processor_lib.ImageProcessorConfig.qwen2_5_vl()
+    if _model_type(config) == "qwen3_vl":
+        base = processor_lib.ImageProcessorConfig.qwen3_vl()
     if config.get("init_checkpoint") and (pathlib.Path(config.init_checkpoint) / "preprocessor_config.json").is_file():
         base = processor_lib.ImageProcessorConfig.from_hf_dir(config.init_checkpoint)
     fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
     fields.update(_to_dict(config.image))
     return processor_lib.ImageProcessorConfig(**fields)
+
+
+def _model_type(config) -> str | None:
+    """config.json's model_type of ``init_checkpoint``, else ``config.model``'s."""
+    if config.get("init_checkpoint"):
+        path = pathlib.Path(config.init_checkpoint)
+        if (path / "config.json").is_file():
+            return json.loads((path / "config.json").read_text()).get("model_type")
+        if (path / "vrrl_config.json").is_file():
+            return json.loads((path / "vrrl_config.json").read_text())["hf_config"].get("model_type")
+    return _to_dict(config.model).get("model_type") if config.get("model") is not None else None
 
 
 def build(config: ml_collections.ConfigDict) -> Experiment:
@@ -140,15 +154,20 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     if model_config.image_token_id != token_ids.image_token_id:
         raise ValueError(f"model image_token_id {model_config.image_token_id} != tokenizer's "
                          f"<|image_pad|> id {token_ids.image_token_id}")
+    vision = model_config.vision
+    for ours, theirs in (("patch_size", "patch_size"), ("merge_size", "spatial_merge_size"),
+                         ("temporal_patch_size", "temporal_patch_size")):
+        if getattr(image_config, ours) != getattr(vision, theirs):
+            raise ValueError(f"image processor {ours}={getattr(image_config, ours)} but the model's vision "
+                             f"{theirs}={getattr(vision, theirs)}")
     processor = processor_lib.ChatProcessor(tokenizer, image_config)
     mesh = mesh_lib.make_mesh(_to_dict(config.mesh))
-    return Experiment(config=config, model_config=model_config, model=Qwen25VL(model_config), tokenizer=tokenizer,
+    return Experiment(config=config, model_config=model_config, model=families.build(model_config), tokenizer=tokenizer,
                       processor=processor, token_ids=token_ids, mesh=mesh, rules=rules_lib.DEFAULT_RULES)
 
 
 def initial_params(exp: Experiment, seed: int):
     """(params, logical specs): loaded from ``config.init_checkpoint`` onto the mesh, or random."""
-    from vrrl_jax.models import abstract_params
 
     if exp.config.get("init_checkpoint"):
         from vrrl_jax.checkpoints.pretrained import from_pretrained
@@ -157,9 +176,9 @@ def initial_params(exp: Experiment, seed: int):
         dtype, compute_dtype = options.pop("param_dtype", None), options.pop("dtype", None)
         _, params = from_pretrained(exp.config.init_checkpoint, dtype=dtype, compute_dtype=compute_dtype,
                                     mesh=exp.mesh, rules=exp.rules, **options)
-        _, specs = abstract_params(exp.model_config)
+        _, specs = families.abstract_params(exp.model_config)
         return params, specs
-    return init_params(exp.model_config, jax.random.PRNGKey(seed))
+    return families.init_params(exp.model_config, jax.random.PRNGKey(seed))
 
 
 def make_sampler(exp: Experiment, buckets):

@@ -2,7 +2,7 @@
 
 Layout of a checkpoint directory:
   vrrl_config.json   {"format", "format_version", "hf_config" (a transformers config.json dict),
-                      "param_dtype", "scan_layers"}: enough to rebuild the Qwen25VLConfig and to export config.json
+                      "param_dtype", "scan_layers"}: enough to rebuild the model family's config and to export config.json
   params/            orbax StandardCheckpointer directory of the params pytree
   (tokenizer / processor files copied by the converter, if any)
 The JSON is written after orbax commits, so a directory without it is an unfinished or foreign checkpoint.
@@ -20,14 +20,14 @@ from jax.sharding import SingleDeviceSharding
 
 from vrrl_jax.checkpoints import hf
 from vrrl_jax.checkpoints.safetensors_io import CheckpointError, hf_config_dict
-from vrrl_jax.models import qwen2_5_vl
-from vrrl_jax.models.config import Qwen25VLConfig
+from vrrl_jax.models import families
 from vrrl_jax.parallel import mesh as mesh_lib
 from vrrl_jax.parallel import rules as rules_lib
 
 CONFIG_FILE = "vrrl_config.json"
 PARAMS_DIR = "params"
-FORMAT = "vrrl_jax/qwen2_5_vl"
+FORMAT = "vrrl_jax/vlm"
+OLD_FORMATS = ("vrrl_jax/qwen2_5_vl",)  # read as FORMAT (written before Qwen3-VL)
 FORMAT_VERSION = 1
 _ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA", "manifest.ocdbt")
 
@@ -44,9 +44,9 @@ def flat_paths(tree) -> dict[tuple[str, ...], object]:
           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def check_tree(shapes: dict[tuple[str, ...], tuple[int, ...]], config: Qwen25VLConfig, what: str) -> None:
+def check_tree(shapes: dict[tuple[str, ...], tuple[int, ...]], config, what: str) -> None:
   """Raises CheckpointError naming missing, unexpected and mis-shaped params (shapes: path -> shape)."""
-  expected = {path: tuple(leaf.shape) for path, leaf in flat_paths(qwen2_5_vl.abstract_params(config)[0]).items()}
+  expected = {path: tuple(leaf.shape) for path, leaf in flat_paths(families.abstract_params(config)[0]).items()}
   problems = []
   if missing := sorted("/".join(p) for p in expected.keys() - shapes.keys()):
     problems.append(f"missing {missing[:8]}" + (f" ({len(missing)} in all)" if len(missing) > 8 else ""))
@@ -60,9 +60,9 @@ def check_tree(shapes: dict[tuple[str, ...], tuple[int, ...]], config: Qwen25VLC
                           f"(scan_layers={config.scan_layers}): " + "; ".join(problems))
 
 
-def abstract_targets(config: Qwen25VLConfig, mesh=None, rules=None):
+def abstract_targets(config, mesh=None, rules=None):
   """ShapeDtypeStructs (param dtype, and sharding: the rules' on `mesh`, else the default device) per param."""
-  shapes, specs = qwen2_5_vl.abstract_params(config)
+  shapes, specs = families.abstract_params(config)
   if mesh is None:
     device = SingleDeviceSharding(jax.devices()[0])
     shardings = jax.tree.map(lambda _: device, shapes)
@@ -80,13 +80,13 @@ def abstract_targets(config: Qwen25VLConfig, mesh=None, rules=None):
   return targets
 
 
-def _same_model(a: Qwen25VLConfig, b: Qwen25VLConfig) -> bool:
+def _same_model(a, b) -> bool:
   fields = ("text", "vision", "image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id",
             "tie_word_embeddings")
-  return all(getattr(a, f) == getattr(b, f) for f in fields)
+  return type(a) is type(b) and all(getattr(a, f) == getattr(b, f) for f in fields)
 
 
-def save(directory: str | os.PathLike, params, config: Qwen25VLConfig, hf_config: dict | None = None) -> None:
+def save(directory: str | os.PathLike, params, config, hf_config: dict | None = None) -> None:
   """Saves `params` (any placement) and the config. `hf_config`, the original config.json, is kept for export
   (it keeps fields we do not model, e.g. eos ids); without it one is generated from `config`."""
   directory = os.path.abspath(directory)
@@ -95,7 +95,7 @@ def save(directory: str | os.PathLike, params, config: Qwen25VLConfig, hf_config
   check_tree({p: np.shape(v) for p, v in flat_paths(params).items()}, config, "params")
   if hf_config is None:
     hf_config = hf_config_dict(config)
-  elif not _same_model(Qwen25VLConfig.from_hf(hf_config), config):
+  elif not _same_model(families.config_from_hf(hf_config), config):
     raise ValueError("hf_config describes a different model than config")
   os.makedirs(directory, exist_ok=True)
   with ocp.StandardCheckpointer() as checkpointer:
@@ -121,7 +121,7 @@ def read_record(directory: str | os.PathLike) -> dict:
       record = json.load(f)
   except json.JSONDecodeError as e:
     raise CheckpointError(f"{path}: not valid JSON ({e})") from e
-  if not isinstance(record, dict) or record.get("format") != FORMAT:
+  if not isinstance(record, dict) or record.get("format") not in (FORMAT, *OLD_FORMATS):
     raise CheckpointError(f"{path}: format is {record.get('format') if isinstance(record, dict) else None!r}, "
                           f"expected {FORMAT!r}")
   if record.get("format_version") != FORMAT_VERSION:
@@ -135,14 +135,14 @@ def read_record(directory: str | os.PathLike) -> dict:
   return record
 
 
-def saved_config(directory: str | os.PathLike) -> Qwen25VLConfig:
+def saved_config(directory: str | os.PathLike):
   """The config the params were saved with (param dtype and layer layout included)."""
   record = read_record(directory)
-  return Qwen25VLConfig.from_hf(record["hf_config"], param_dtype=record["param_dtype"],
+  return families.config_from_hf(record["hf_config"], param_dtype=record["param_dtype"],
                                 scan_layers=bool(record["scan_layers"]))
 
 
-def restore(directory: str | os.PathLike, config: Qwen25VLConfig | None = None, mesh=None, rules=None):
+def restore(directory: str | os.PathLike, config=None, mesh=None, rules=None):
   """Params for `config` (default: as saved), cast to its param dtype, placed straight onto `mesh` with the
   rules' shardings (or on the default device). A different scan_layers than saved is converted on the host."""
   directory = os.path.abspath(directory)
@@ -161,7 +161,7 @@ def restore(directory: str | os.PathLike, config: Qwen25VLConfig | None = None, 
     if config.scan_layers == stored.scan_layers:
       return checkpointer.restore(params_dir, targets)
     host_targets = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype),
-                                qwen2_5_vl.abstract_params(stored)[0])
+                                families.abstract_params(stored)[0])
     host_params = checkpointer.restore(params_dir, host_targets)
   relaid = hf.params_from_state_dict(hf.state_dict_from_params(host_params, stored, layout="memory"), config)
   return jax.tree.map(lambda value, target: jax.device_put(value, target.sharding), relaid, targets)

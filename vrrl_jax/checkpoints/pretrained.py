@@ -1,4 +1,4 @@
-"""`from_pretrained`: Qwen2.5-VL params from a Hugging Face directory or a vrrl_jax (orbax) checkpoint.
+"""`from_pretrained`: a model (any family: Qwen2.5-VL, Qwen3-VL) and its params from a Hugging Face directory or a vrrl_jax (orbax) checkpoint.
 
 From a Hugging Face directory every param is built with `jax.make_array_from_callback` for its sharding: each
 device's callback reads only that device's block of the safetensors tensor(s) behind the param (rows / columns
@@ -19,8 +19,7 @@ from vrrl_jax.checkpoints import hf
 from vrrl_jax.checkpoints import orbax_io
 from vrrl_jax.checkpoints import safetensors_io
 from vrrl_jax.checkpoints.safetensors_io import CheckpointError
-from vrrl_jax.models import qwen2_5_vl
-from vrrl_jax.models.config import Qwen25VLConfig
+from vrrl_jax.models import families
 
 HF, ORBAX = "hf", "orbax"
 _LM_HEAD, _EMBED = "lm_head.weight", "model.language_model.embed_tokens.weight"
@@ -70,24 +69,25 @@ def hf_dtype(hf_config: dict) -> str:
   return declared
 
 
-def config_from_hf(hf_config: dict, **options) -> Qwen25VLConfig:
-  """Qwen25VLConfig from a checkpoint's config.json; unlike `Qwen25VLConfig.from_hf`, model_type is required."""
+def config_from_hf(hf_config: dict, **options):
+  """The family config of a checkpoint's config.json (its model_type picks the family, and is required)."""
   if "model_type" not in hf_config:
-    raise CheckpointError("config.json has no model_type; expected 'qwen2_5_vl'")
-  if hf_config["model_type"] != "qwen2_5_vl":
-    raise CheckpointError(f"config.json model_type is {hf_config['model_type']!r}; only 'qwen2_5_vl' (Qwen2.5-VL) "
-                          "is supported")
-  return Qwen25VLConfig.from_hf(hf_config, **options)
+    raise CheckpointError(f"config.json has no model_type; expected one of {list(families.MODEL_TYPES)}")
+  try:
+    families.family(hf_config["model_type"])
+  except ValueError as e:
+    raise CheckpointError(f"config.json: {e}") from None
+  return families.config_from_hf(hf_config, **options)
 
 
 def from_pretrained(path: str | os.PathLike, dtype=None, mesh=None, rules=None, compute_dtype=None,
-                    progress: bool = True, **options) -> tuple[qwen2_5_vl.Qwen25VL, dict]:
+                    progress: bool = True, **options) -> tuple[object, dict]:
   """(model, params) from a Hugging Face directory or a vrrl_jax checkpoint.
 
   dtype: params dtype; default the checkpoint's own (config.json `dtype`, or the saved param dtype).
   compute_dtype: activation dtype; default `dtype`. mesh / rules: place params straight onto the mesh with
   the rules' shardings (default rules: parallel.rules.DEFAULT_RULES); without a mesh, on the default device.
-  options: other Qwen25VLConfig run options (scan_layers, remat_policy, precision, attention_impl).
+  options: other config run options (scan_layers, remat_policy, precision, attention_impl).
   """
   for reserved in ("param_dtype", "dtype"):
     if reserved in options:
@@ -98,8 +98,8 @@ def from_pretrained(path: str | os.PathLike, dtype=None, mesh=None, rules=None, 
     stored = orbax_io.saved_config(path)
     options.setdefault("scan_layers", stored.scan_layers)
     name = stored.param_dtype if dtype is None else dtype_name(dtype)
-    config = Qwen25VLConfig.from_hf(orbax_io.read_record(path)["hf_config"], param_dtype=name,
-                                    dtype=name if compute_dtype is None else dtype_name(compute_dtype), **options)
+    config = families.config_from_hf(orbax_io.read_record(path)["hf_config"], param_dtype=name,
+                                     dtype=name if compute_dtype is None else dtype_name(compute_dtype), **options)
     params = orbax_io.restore(path, config, mesh=mesh, rules=rules)
   else:
     hf_config = safetensors_io.read_config(path)
@@ -108,10 +108,10 @@ def from_pretrained(path: str | os.PathLike, dtype=None, mesh=None, rules=None, 
                             dtype=name if compute_dtype is None else dtype_name(compute_dtype), **options)
     with safetensors_io.SafetensorsCheckpoint(path) as checkpoint:
       params = load_hf_params(checkpoint, config, mesh=mesh, rules=rules, progress=progress)
-  return qwen2_5_vl.Qwen25VL(config), params
+  return families.build(config), params
 
 
-def check_hf_tensors(checkpoint: safetensors_io.SafetensorsCheckpoint, config: Qwen25VLConfig) -> dict[str, str]:
+def check_hf_tensors(checkpoint: safetensors_io.SafetensorsCheckpoint, config) -> dict[str, str]:
   """In-memory name -> stored name for every tensor the config needs; raises CheckpointError naming missing,
   unexpected and mis-shaped tensors (from the headers alone, nothing is read) and a tied lm_head that differs."""
   stored = {}
@@ -144,7 +144,7 @@ def check_hf_tensors(checkpoint: safetensors_io.SafetensorsCheckpoint, config: Q
   return {name: stored[name] for name in expected}
 
 
-def load_hf_params(checkpoint: safetensors_io.SafetensorsCheckpoint, config: Qwen25VLConfig, mesh=None, rules=None,
+def load_hf_params(checkpoint: safetensors_io.SafetensorsCheckpoint, config, mesh=None, rules=None,
                    progress: bool = True):
   """Params pytree of jax.Arrays built block by block from the safetensors (see the module docstring)."""
   stored_name = check_hf_tensors(checkpoint, config)

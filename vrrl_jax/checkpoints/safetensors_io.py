@@ -19,7 +19,6 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from vrrl_jax.models.config import Qwen25VLConfig
 
 CONFIG_FILE = "config.json"
 SINGLE_FILE = "model.safetensors"
@@ -154,51 +153,9 @@ def read_state_dict(directory: str | os.PathLike) -> dict[str, np.ndarray]:
     return {key: checkpoint[key] for key in checkpoint}
 
 
-def hf_config_dict(config: Qwen25VLConfig) -> dict:
+def hf_config_dict(config) -> dict:
   """config.json (transformers 5 `save_pretrained` format) for a config that has none, e.g. a fresh init."""
-  text, vision = config.text, config.vision
-  return {
-      "architectures": ["Qwen2_5_VLForConditionalGeneration"],
-      "model_type": "qwen2_5_vl",
-      "dtype": config.param_dtype,
-      "image_token_id": config.image_token_id,
-      "video_token_id": config.video_token_id,
-      "vision_start_token_id": config.vision_start_token_id,
-      "vision_end_token_id": config.vision_end_token_id,
-      "tie_word_embeddings": config.tie_word_embeddings,
-      "text_config": {
-          "model_type": "qwen2_5_vl_text",
-          "vocab_size": text.vocab_size,
-          "hidden_size": text.hidden_size,
-          "intermediate_size": text.intermediate_size,
-          "num_hidden_layers": text.num_hidden_layers,
-          "num_attention_heads": text.num_attention_heads,
-          "num_key_value_heads": text.num_key_value_heads,
-          "hidden_act": "silu",
-          "rms_norm_eps": text.rms_norm_eps,
-          "max_position_embeddings": text.max_position_embeddings,
-          "rope_parameters": {"rope_type": "default", "rope_theta": text.rope_theta,
-                              "mrope_section": list(text.mrope_section)},
-          "use_sliding_window": False,
-      },
-      "vision_config": {
-          "model_type": "qwen2_5_vl_vision",
-          "depth": vision.depth,
-          "hidden_size": vision.hidden_size,
-          "intermediate_size": vision.intermediate_size,
-          "num_heads": vision.num_heads,
-          "out_hidden_size": vision.out_hidden_size,
-          "hidden_act": "silu",
-          "in_channels": vision.in_channels,
-          "patch_size": vision.patch_size,
-          "temporal_patch_size": vision.temporal_patch_size,
-          "spatial_merge_size": vision.spatial_merge_size,
-          "window_size": vision.window_size,
-          "fullatt_block_indexes": list(vision.fullatt_block_indexes),
-          "tokens_per_second": vision.tokens_per_second,
-          "rope_parameters": {"rope_type": "axial", "rope_theta": vision.rope_theta},
-      },
-  }
+  return config.to_hf()
 
 
 def parse_size(size: int | str) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -82,6 +82,8 @@ class TextConfig:
 class Qwen25VLConfig:
   """Model structure plus run options (dtypes, remat, scan, attention kernel)."""
 
+  model_type: ClassVar[str] = "qwen2_5_vl"
+
   text: TextConfig
   vision: VisionConfig
   image_token_id: int = 151655
@@ -120,6 +122,53 @@ class Qwen25VLConfig:
   @property
   def remat_policy_fn(self):
     return getattr(jax.checkpoint_policies, self.remat_policy)
+
+  def to_hf(self) -> dict:
+    """config.json (transformers 5 `save_pretrained` format)."""
+    config = self
+    text, vision = config.text, config.vision
+    return {
+        "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+        "model_type": "qwen2_5_vl",
+        "dtype": config.param_dtype,
+        "image_token_id": config.image_token_id,
+        "video_token_id": config.video_token_id,
+        "vision_start_token_id": config.vision_start_token_id,
+        "vision_end_token_id": config.vision_end_token_id,
+        "tie_word_embeddings": config.tie_word_embeddings,
+        "text_config": {
+            "model_type": "qwen2_5_vl_text",
+            "vocab_size": text.vocab_size,
+            "hidden_size": text.hidden_size,
+            "intermediate_size": text.intermediate_size,
+            "num_hidden_layers": text.num_hidden_layers,
+            "num_attention_heads": text.num_attention_heads,
+            "num_key_value_heads": text.num_key_value_heads,
+            "hidden_act": "silu",
+            "rms_norm_eps": text.rms_norm_eps,
+            "max_position_embeddings": text.max_position_embeddings,
+            "rope_parameters": {"rope_type": "default", "rope_theta": text.rope_theta,
+                                "mrope_section": list(text.mrope_section)},
+            "use_sliding_window": False,
+        },
+        "vision_config": {
+            "model_type": "qwen2_5_vl_vision",
+            "depth": vision.depth,
+            "hidden_size": vision.hidden_size,
+            "intermediate_size": vision.intermediate_size,
+            "num_heads": vision.num_heads,
+            "out_hidden_size": vision.out_hidden_size,
+            "hidden_act": "silu",
+            "in_channels": vision.in_channels,
+            "patch_size": vision.patch_size,
+            "temporal_patch_size": vision.temporal_patch_size,
+            "spatial_merge_size": vision.spatial_merge_size,
+            "window_size": vision.window_size,
+            "fullatt_block_indexes": list(vision.fullatt_block_indexes),
+            "tokens_per_second": vision.tokens_per_second,
+            "rope_parameters": {"rope_type": "axial", "rope_theta": vision.rope_theta},
+        },
+    }
 
   @classmethod
   def from_hf(cls, hf_config: Any, **options) -> Qwen25VLConfig:

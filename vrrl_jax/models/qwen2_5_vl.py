@@ -22,26 +22,11 @@ from vrrl_jax.models import attention as attention_lib
 from vrrl_jax.models import kv_cache as kv_cache_lib
 from vrrl_jax.models import rope
 from vrrl_jax.models.config import Qwen25VLConfig
+from vrrl_jax.models.inputs import ModelInputs, ModelOutput
 from vrrl_jax.models.layers import KERNEL_INIT, GatedMlp, RMSNorm, dense
 from vrrl_jax.models.vision import VisionInputs, VisionTower, prepare_vision_inputs
 
 KVCache = kv_cache_lib.KVCache
-
-
-@flax.struct.dataclass
-class ModelInputs:
-  """Static-shape inputs of `Qwen25VL.forward`."""
-
-  input_ids: jax.Array  # [B, S] int32
-  segment_ids: jax.Array  # [B, S] int32: 1 real token, 0 padding (the attention mask)
-  positions: jax.Array  # [3, B, S] int32 M-RoPE positions (T, H, W)
-  vision: VisionInputs | None = None  # images of the whole batch, packed
-
-
-@flax.struct.dataclass
-class ModelOutput:
-  logits: jax.Array  # [B, S, vocab] float32
-  cache: KVCache | None = None
 
 
 @flax.struct.dataclass
@@ -278,10 +263,16 @@ class Qwen25VL(nn.Module):
     return self.visual(vision)
 
 
+Config = Qwen25VLConfig  # the family surface (vrrl_jax.models.families); Model is below
+
+
 def init_cache(config: Qwen25VLConfig, batch: int, max_len: int) -> KVCache:
   text = config.text
   return kv_cache_lib.init_cache(text.num_hidden_layers, batch, max_len, text.num_key_value_heads, text.head_dim,
                                  config.compute_dtype)
+
+
+Model = Qwen25VL
 
 
 def _dummy_inputs(config: Qwen25VLConfig) -> ModelInputs:

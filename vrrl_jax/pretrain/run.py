@@ -23,7 +23,6 @@ from vrrl_jax import experiment, gallery, metrics as metrics_lib, run_config, tr
 from vrrl_jax.checkpoints.train_checkpoint import TrainCheckpointer
 from vrrl_jax.data import conversation
 from vrrl_jax.envs.frozenlake import generate, maps, release_data
-from vrrl_jax.models.qwen2_5_vl import Qwen25VL
 from vrrl_jax.pretrain import export
 from vrrl_jax.pretrain import tasks as tasks_lib
 from vrrl_jax.rl import step as rl_step
@@ -94,11 +93,11 @@ def held_out_rows(exp, config) -> list[HeldOutRow]:
     return out
 
 
-def make_predict_fn(model: Qwen25VL, mesh, rules, param_shardings):
+def make_predict_fn(model, mesh, rules, param_shardings):
     """jitted ``(params, inputs [1, B, S]) -> argmax next token [1, B, S]`` (teacher forcing)."""
 
     def predict(params, inputs):
-        logits = model.apply({"params": params}, jax.tree.map(lambda x: x[0], inputs), method=Qwen25VL.forward).logits
+        logits = model.apply({"params": params}, jax.tree.map(lambda x: x[0], inputs), method="forward").logits
         return jnp.argmax(logits, axis=-1)[None].astype(jnp.int32)
 
     return jax.jit(rl_step.traced_under_rules(predict, mesh, rules),

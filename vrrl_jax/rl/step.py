@@ -42,8 +42,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vrrl_jax.models.config import Qwen25VLConfig
-from vrrl_jax.models.qwen2_5_vl import ModelInputs, Qwen25VL, prepare_inputs
+from vrrl_jax.models import families
+from vrrl_jax.models.inputs import ModelInputs
 from vrrl_jax.models.vision import round_up
 from vrrl_jax.parallel import mesh as mesh_lib
 from vrrl_jax.rl import loss as loss_lib
@@ -121,7 +121,7 @@ def _check_divisible(batch: int, num_micro_batches: int) -> None:
     raise ValueError(f"batch of {batch} rows cannot be split into {num_micro_batches} equal micro-batches")
 
 
-def _images_per_row(config: Qwen25VLConfig, input_ids: np.ndarray, image_grid_thw: np.ndarray) -> list[range]:
+def _images_per_row(config, input_ids: np.ndarray, image_grid_thw: np.ndarray) -> list[range]:
   """Which images (rows of image_grid_thw, in row-major order as the processor lists them) each row holds."""
   tokens_per_image = np.prod(image_grid_thw, axis=1) // config.vision.merge_unit
   image_tokens = (input_ids == config.image_token_id).sum(axis=1)
@@ -142,7 +142,7 @@ def _images_per_row(config: Qwen25VLConfig, input_ids: np.ndarray, image_grid_th
   return rows
 
 
-def prepare_micro_batches(config: Qwen25VLConfig, input_ids, attention_mask, pixel_values=None,
+def prepare_micro_batches(config, input_ids, attention_mask, pixel_values=None,
                           image_grid_thw=None, num_micro_batches: int = 1, patch_multiple: int = 256) -> ModelInputs:
   """Processor-style arrays of the whole batch (pixel_values of every image concatenated in row order, one
   image_grid_thw row per image) -> ModelInputs with a leading micro-batch axis.
@@ -161,7 +161,7 @@ def prepare_micro_batches(config: Qwen25VLConfig, input_ids, attention_mask, pix
   if image_grid_thw is None:
     if pixel_values is not None:
       raise ValueError("pixel_values and image_grid_thw must be given together")
-    micro_inputs = [prepare_inputs(config, input_ids[rows], attention_mask[rows])[0] for rows in micro_rows]
+    micro_inputs = [families.prepare_inputs(config, input_ids[rows], attention_mask[rows])[0] for rows in micro_rows]
     return jax.tree.map(lambda *xs: np.stack(xs), *micro_inputs)
 
   grids = np.asarray(image_grid_thw, np.int64).reshape(-1, 3)
@@ -185,7 +185,7 @@ def prepare_micro_batches(config: Qwen25VLConfig, input_ids, attention_mask, pix
   micro_inputs = []
   for rows, images in zip(micro_rows, micro_images):
     pixels = pixel_values[pixel_offsets[images.start]:pixel_offsets[images.stop]]
-    inputs, _ = prepare_inputs(config, input_ids[rows], attention_mask[rows], pixels, grids[images.start:images.stop],
+    inputs, _ = families.prepare_inputs(config, input_ids[rows], attention_mask[rows], pixels, grids[images.start:images.stop],
                                patch_multiple=padded_patches)
     micro_inputs.append(inputs)
   return jax.tree.map(lambda *xs: np.stack(xs), *micro_inputs)
@@ -195,7 +195,7 @@ def prepare_micro_batches(config: Qwen25VLConfig, input_ids, attention_mask, pix
 # Device side.
 
 
-def token_logprobs(model: Qwen25VL, params, inputs: ModelInputs, targets: jax.Array, chunk_size: int = 128,
+def token_logprobs(model: nn.Module, params, inputs: ModelInputs, targets: jax.Array, chunk_size: int = 128,
                    temperature: float = 1.0) -> tuple[jax.Array, jax.Array]:
   """log p(targets[b, t] | tokens <= t) and the entropy of that next-token distribution, both [B, S] float32.
 
@@ -205,7 +205,7 @@ def token_logprobs(model: Qwen25VL, params, inputs: ModelInputs, targets: jax.Ar
   """
   check_chunk_size(chunk_size)
   _check_temperature(temperature)
-  hidden = model.apply({"params": params}, inputs, return_logits=False, method=Qwen25VL.forward).logits
+  hidden = model.apply({"params": params}, inputs, return_logits=False, method="forward").logits
   batch, length, dim = hidden.shape
   if targets.shape != (batch, length):
     raise ValueError(f"targets shape {targets.shape} != input_ids shape {(batch, length)}")
@@ -217,7 +217,7 @@ def token_logprobs(model: Qwen25VL, params, inputs: ModelInputs, targets: jax.Ar
 
   @jax.checkpoint
   def chunk_stats(params, hidden, targets):
-    logits = model.apply({"params": params}, hidden, method=Qwen25VL.lm_logits)  # [B, chunk, V] float32
+    logits = model.apply({"params": params}, hidden, method="lm_logits")  # [B, chunk, V] float32
     if temperature != 1.0:
       logits = logits / temperature
     log_normaliser = jax.nn.logsumexp(logits, axis=-1)
@@ -234,7 +234,7 @@ def token_logprobs(model: Qwen25VL, params, inputs: ModelInputs, targets: jax.Ar
   return unchunk(logp), unchunk(entropy)
 
 
-def micro_batch_logprobs(model: Qwen25VL, params, inputs: ModelInputs, targets: jax.Array, chunk_size: int = 128,
+def micro_batch_logprobs(model: nn.Module, params, inputs: ModelInputs, targets: jax.Array, chunk_size: int = 128,
                          temperature: float = 1.0) -> jax.Array:
   """``token_logprobs`` of every micro-batch ([M, ...] inputs and targets) -> [M, b, S], one forward at a time."""
   return jax.lax.map(lambda xs: token_logprobs(model, params, *xs, chunk_size, temperature)[0], (inputs, targets))
@@ -301,7 +301,7 @@ def check_batch_shapes(inputs: ModelInputs, **arrays) -> tuple[int, ...]:
   return shape
 
 
-def update_step(model: Qwen25VL, config: StepConfig, state: TrainState, batch: RLBatch,
+def update_step(model: nn.Module, config: StepConfig, state: TrainState, batch: RLBatch,
                 param_shardings=None) -> tuple[TrainState, dict[str, jax.Array]]:
   """One PPO update on one batch (traceable; ``make_train_step`` jits it). Metrics: ``loss_lib.finalize``'s
   (loss, pg_loss, kl_loss, clip fractions, ppo_kl, entropy_loss = mean -logp, n_tokens, ...), entropy (mean
@@ -362,7 +362,7 @@ def traced_under_rules(fn: Callable, mesh: Mesh, rules) -> Callable:
   return wrapped
 
 
-def make_logprob_fn(model: Qwen25VL, mesh: Mesh, rules, param_shardings, chunk_size: int = 128,
+def make_logprob_fn(model: nn.Module, mesh: Mesh, rules, param_shardings, chunk_size: int = 128,
                     temperature: float = 1.0):
   """jitted ``(params, inputs [M, ...], targets [M, b, S]) -> logp [M, b, S]`` for old-policy and reference
   log-probs (no gradient); the result stays on the mesh, sharded like the batch rows."""
@@ -374,7 +374,7 @@ def make_logprob_fn(model: Qwen25VL, mesh: Mesh, rules, param_shardings, chunk_s
                  in_shardings=(param_shardings, model_inputs_shardings(mesh, rules), rows), out_shardings=rows)
 
 
-def make_train_step(model: Qwen25VL, mesh: Mesh, rules, config: StepConfig, state_shardings: TrainState):
+def make_train_step(model: nn.Module, mesh: Mesh, rules, config: StepConfig, state_shardings: TrainState):
   """jitted ``(state, batch: RLBatch) -> (state, metrics)``; the state is donated (its old buffers are reused),
   metrics are replicated float scalars. ``state_shardings``: ``train_state_shardings(...)`` or
   ``jax.tree.map(lambda x: x.sharding, state)``."""

@@ -36,8 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vrrl_jax.models.config import Qwen25VLConfig
-from vrrl_jax.models.qwen2_5_vl import KVCache, ModelInputs, Qwen25VL, init_cache, prepare_inputs
+from vrrl_jax.models import families
+from vrrl_jax.models.kv_cache import KVCache
+from vrrl_jax.models.inputs import ModelInputs
 from vrrl_jax.parallel import mesh as mesh_lib
 from vrrl_jax.parallel import rules as rules_lib
 from vrrl_jax.sampling.buckets import Buckets, CompileLog
@@ -253,10 +254,10 @@ class Sampler:
   with `parallel.mesh.shard_params(..., rules)` for the same rules.
   """
 
-  def __init__(self, config: Qwen25VLConfig, *, pad_token_id: int = 0, mesh: Mesh | None = None,
+  def __init__(self, config, *, pad_token_id: int = 0, mesh: Mesh | None = None,
                rules=rules_lib.DECODE_RULES, buckets: Buckets = Buckets()):
     self.config = config
-    self.model = Qwen25VL(config)
+    self.model = families.build(config)
     self.pad_token_id = int(pad_token_id)
     self.mesh = mesh
     self.rules = rules
@@ -443,7 +444,7 @@ class Sampler:
       pixel_values = np.concatenate([s.pixel_values for s in with_images])
       image_grid_thw = np.concatenate([s.image_grid_thw for s in with_images])
       patch_multiple = self.buckets.patches(pixel_values.shape[0], self.config.vision.merge_unit, batch)
-    inputs, _ = prepare_inputs(self.config, ids, mask, pixel_values, image_grid_thw, patch_multiple=patch_multiple)
+    inputs, _ = families.prepare_inputs(self.config, ids, mask, pixel_values, image_grid_thw, patch_multiple=patch_multiple)
     start = np.asarray(start_positions, np.int64)
     positions = np.where(mask[None] > 0, inputs.positions + start[None, :, None], 0).astype(np.int32)
     # get_rope_index lays a segment out from 0, so its last position + 1 is how far the row's next position moves.
@@ -525,11 +526,11 @@ class Sampler:
     return self._jitted[key]
 
   def _hidden_and_cache(self, params, inputs: ModelInputs, cache: KVCache):
-    out = self.model.apply({"params": params}, inputs, cache, return_logits=False, method=Qwen25VL.forward)
+    out = self.model.apply({"params": params}, inputs, cache, return_logits=False, method="forward")
     return out.logits, self._constrain_cache(out.cache)
 
   def _lm_logits(self, params, hidden):
-    return self.model.apply({"params": params}, hidden, method=Qwen25VL.lm_logits)
+    return self.model.apply({"params": params}, hidden, method="lm_logits")
 
   def _append(self, whole: bool, params, cache: KVCache, logits, rows, inputs: ModelInputs, last_index):
     """Appends a chunk to the cache and returns the logits at each chunk row's last token: `whole`, the chunk's rows
@@ -561,7 +562,7 @@ class Sampler:
                       lambda: jax.jit(functools.partial(self._append, whole), donate_argnums=donate))
 
   def _init_fn(self, batch: int, max_len: int):
-    init = lambda: self._constrain_cache(init_cache(self.config, batch, max_len))
+    init = lambda: self._constrain_cache(families.init_cache(self.config, batch, max_len))
     return self._memo(("init", batch, max_len), lambda: jax.jit(init))
 
   def _logits_fn(self, batch: int):

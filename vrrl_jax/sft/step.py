@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import functools
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vrrl_jax.models.qwen2_5_vl import ModelInputs, Qwen25VL
+from vrrl_jax.models.inputs import ModelInputs
 from vrrl_jax.parallel import mesh as mesh_lib
 from vrrl_jax.rl import step as rl_step
 from vrrl_jax.rl.train_state import OptimizerConfig, TrainState
@@ -29,7 +30,7 @@ class SFTBatch:
   loss_mask: jax.Array
 
 
-def sft_update_step(model: Qwen25VL, optimizer_config: OptimizerConfig, chunk_size: int, state: TrainState,
+def sft_update_step(model: nn.Module, optimizer_config: OptimizerConfig, chunk_size: int, state: TrainState,
                     batch: SFTBatch, param_shardings=None) -> tuple[TrainState, dict[str, jax.Array]]:
   """One update on ``sum(-logp * mask) / sum(mask)`` over the whole batch. Metrics: loss (the NLL before the
   update), n_tokens, entropy (mean over loss tokens) and ``rl_step.apply_gradients``'s."""
@@ -56,7 +57,7 @@ def sft_batch_shardings(mesh: Mesh, rules) -> SFTBatch:
   return SFTBatch(inputs=rl_step.model_inputs_shardings(mesh, rules), targets=rows, loss_mask=rows)
 
 
-def make_sft_step(model: Qwen25VL, mesh: Mesh, rules, optimizer_config: OptimizerConfig, state_shardings: TrainState,
+def make_sft_step(model: nn.Module, mesh: Mesh, rules, optimizer_config: OptimizerConfig, state_shardings: TrainState,
                   chunk_size: int = 128):
   """jitted ``(state, batch: SFTBatch) -> (state, metrics)`` with the state donated (as ``make_train_step``)."""
   rl_step.check_chunk_size(chunk_size)

@@ -4,5 +4,7 @@ from vrrl_jax.models.qwen3_vl.config import Qwen3VLConfig, TextConfig, VisionCon
 from vrrl_jax.models.qwen3_vl.model import Qwen3VL, abstract_params, init_cache, init_params, prepare_inputs
 from vrrl_jax.models.qwen3_vl.vision import VisionInputs, prepare_vision_inputs
 
-__all__ = ["Qwen3VLConfig", "TextConfig", "VisionConfig", "Qwen3VL", "abstract_params", "init_cache", "init_params",
+Config, Model = Qwen3VLConfig, Qwen3VL  # the family surface (vrrl_jax.models.families)
+
+__all__ = ["Config", "Model", "Qwen3VLConfig", "TextConfig", "VisionConfig", "Qwen3VL", "abstract_params", "init_cache", "init_params",
            "prepare_inputs", "VisionInputs", "prepare_vision_inputs"]

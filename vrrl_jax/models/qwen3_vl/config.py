@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -77,6 +77,8 @@ class TextConfig:
 class Qwen3VLConfig:
   """Model structure plus run options (dtypes, remat, scan, attention kernel)."""
 
+  model_type: ClassVar[str] = "qwen3_vl"
+
   text: TextConfig
   vision: VisionConfig
   image_token_id: int = 151655
@@ -112,6 +114,53 @@ class Qwen3VLConfig:
   @property
   def remat_policy_fn(self):
     return getattr(jax.checkpoint_policies, self.remat_policy)
+
+  def to_hf(self) -> dict:
+    """config.json (transformers 5 `save_pretrained` format)."""
+    text, vision = self.text, self.vision
+    return {
+        "architectures": ["Qwen3VLForConditionalGeneration"],
+        "model_type": "qwen3_vl",
+        "dtype": self.param_dtype,
+        "image_token_id": self.image_token_id,
+        "video_token_id": self.video_token_id,
+        "vision_start_token_id": self.vision_start_token_id,
+        "vision_end_token_id": self.vision_end_token_id,
+        "tie_word_embeddings": self.tie_word_embeddings,
+        "text_config": {
+            "model_type": "qwen3_vl_text",
+            "vocab_size": text.vocab_size,
+            "hidden_size": text.hidden_size,
+            "intermediate_size": text.intermediate_size,
+            "num_hidden_layers": text.num_hidden_layers,
+            "num_attention_heads": text.num_attention_heads,
+            "num_key_value_heads": text.num_key_value_heads,
+            "head_dim": text.head_dim,
+            "hidden_act": "silu",
+            "attention_bias": False,
+            "rms_norm_eps": text.rms_norm_eps,
+            "max_position_embeddings": text.max_position_embeddings,
+            "rope_parameters": {"rope_type": "default", "rope_theta": text.rope_theta,
+                                "mrope_section": list(text.mrope_section), "mrope_interleaved": True},
+            "tie_word_embeddings": self.tie_word_embeddings,
+        },
+        "vision_config": {
+            "model_type": "qwen3_vl_vision",
+            "depth": vision.depth,
+            "hidden_size": vision.hidden_size,
+            "intermediate_size": vision.intermediate_size,
+            "num_heads": vision.num_heads,
+            "out_hidden_size": vision.out_hidden_size,
+            "hidden_act": "gelu_pytorch_tanh",
+            "in_channels": vision.in_channels,
+            "patch_size": vision.patch_size,
+            "temporal_patch_size": vision.temporal_patch_size,
+            "spatial_merge_size": vision.spatial_merge_size,
+            "num_position_embeddings": vision.num_position_embeddings,
+            "deepstack_visual_indexes": list(vision.deepstack_visual_indexes),
+            "rope_parameters": {"rope_type": "axial", "rope_theta": vision.rope_theta},
+        },
+    }
 
   @classmethod
   def from_hf(cls, hf_config: Any, **options) -> Qwen3VLConfig:

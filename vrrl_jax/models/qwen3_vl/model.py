@@ -21,7 +21,8 @@ from vrrl_jax.models import attention as attention_lib
 from vrrl_jax.models import kv_cache as kv_cache_lib
 from vrrl_jax.models import rope
 from vrrl_jax.models.layers import KERNEL_INIT, GatedMlp, RMSNorm, dense
-from vrrl_jax.models.qwen2_5_vl import DecoderInputs, ModelInputs, ModelOutput, scatter_image_features
+from vrrl_jax.models.inputs import ModelInputs, ModelOutput
+from vrrl_jax.models.qwen2_5_vl import DecoderInputs, scatter_image_features
 from vrrl_jax.models.qwen3_vl.config import Qwen3VLConfig
 from vrrl_jax.models.qwen3_vl.vision import VisionInputs, VisionTower, prepare_vision_inputs
 

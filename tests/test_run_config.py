@@ -172,3 +172,16 @@ def test_model_and_init_checkpoint_must_describe_the_same_model(tmp_path):
         run_config.validate(config)
     config.model = None  # the checkpoint's own config.json
     run_config.validate(config)
+
+
+def test_chat_template_is_the_tokenizers_own_and_required_beyond_qwen2_5_vl():
+    import types
+
+    from vrrl_jax.models import families
+
+    qwen25 = types.SimpleNamespace(model_type="qwen2_5_vl")
+    qwen3 = families.family("qwen3_vl").Config  # only its model_type is read
+    assert experiment.chat_template_for(types.SimpleNamespace(chat_template="{{ x }}"), qwen3) == "{{ x }}"
+    assert experiment.chat_template_for(types.SimpleNamespace(chat_template=None), qwen25) is None  # bundled one
+    with pytest.raises(ValueError, match="qwen3_vl's is not bundled"):
+        experiment.chat_template_for(types.SimpleNamespace(chat_template=None), qwen3)

@@ -131,6 +131,17 @@ def image_config_from(config) -> processor_lib.ImageProcessorConfig:
     return processor_lib.ImageProcessorConfig(**fields)
 
 
+def chat_template_for(tokenizer, model_config) -> str | None:
+    """The tokenizer's own chat template (a checkpoint's, as the Hugging Face processor uses it); without one, None
+    (the bundled Qwen2.5-VL template) for Qwen2.5-VL, and an error for a family whose template differs."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.chat_template
+    if model_config.model_type != "qwen2_5_vl":
+        raise ValueError(f"the tokenizer has no chat template, and {model_config.model_type}'s is not bundled; use the "
+                         "tokenizer of its checkpoint (its chat_template.jinja / tokenizer_config.json)")
+    return None
+
+
 def _model_type(config) -> str | None:
     """config.json's model_type of ``init_checkpoint``, else ``config.model``'s."""
     if config.get("init_checkpoint"):
@@ -160,7 +171,7 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
         if getattr(image_config, ours) != getattr(vision, theirs):
             raise ValueError(f"image processor {ours}={getattr(image_config, ours)} but the model's vision "
                              f"{theirs}={getattr(vision, theirs)}")
-    processor = processor_lib.ChatProcessor(tokenizer, image_config)
+    processor = processor_lib.ChatProcessor(tokenizer, image_config, chat_template_for(tokenizer, model_config))
     mesh = mesh_lib.make_mesh(_to_dict(config.mesh))
     return Experiment(config=config, model_config=model_config, model=families.build(model_config), tokenizer=tokenizer,
                       processor=processor, token_ids=token_ids, mesh=mesh, rules=rules_lib.DEFAULT_RULES)

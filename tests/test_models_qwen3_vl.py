@@ -158,7 +158,7 @@ def test_state_dict_round_trip_both_layouts(hf_untied):
   for key in theirs:
     np.testing.assert_array_equal(memory[key], theirs[key], err_msg=key)
   disk = hf_ckpt.state_dict_from_params(params, config, layout="disk")
-  assert "visual.deepstack_merger_list.1.norm.bias" in disk and "model.layers.2.self_attn.q_norm.weight" in disk
+  assert disk.keys() == memory.keys()  # transformers 5 saves Qwen3-VL under its in-memory names
   again = hf_ckpt.params_from_state_dict(disk, config)
   for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(params), strict=True):
     np.testing.assert_array_equal(a, b)

@@ -134,7 +134,21 @@ def test_resumed_run_repeats_the_uninterrupted_one(tiny_config, tmp_path):
     assert lines("resumed") == lines("straight")
 
 
-def test_export_loads_in_transformers_and_ours_with_equal_logits(tiny_config, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_qwen3_config(tiny_config):
+    config = experiment.load_config(REPO / "configs" / "pretrain_tiny_qwen3.py")
+    config.model.text_config.num_hidden_layers = 2
+    config.model.vision_config.depth = 1
+    config.model.vision_config.deepstack_visual_indexes = (0,)
+    config.pretrain.update(tiny_config.pretrain.to_dict())
+    config.pretrain.style = "compact32"
+    return config
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_export_loads_in_transformers_and_ours_with_equal_logits(tiny_config, tiny_qwen3_config, family, tmp_path):
+    """A pretraining export of either family: the same weights back through from_pretrained, transformers' model of
+    that family with equal logits, its image processor with equal pixels, the same tokens and chat template."""
     import jax
     import torch
     import transformers
@@ -143,12 +157,13 @@ def test_export_loads_in_transformers_and_ours_with_equal_logits(tiny_config, tm
     from vrrl_jax.models import from_pretrained
     from vrrl_jax.pretrain import export
 
-    exp = experiment.build(tiny_config)
+    config = tiny_config if family == "qwen2_5_vl" else tiny_qwen3_config
+    exp = experiment.build(config)
     params, _ = experiment.initial_params(exp, seed=3)
     files = export.export_hf(exp, params, tmp_path / "hf")
     assert {"config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json"} <= set(files)
 
-    example = tasks.route_example(SPEC, ("right", "down"), "compact")
+    example = tasks.route_example(SPEC, ("right", "down"), config.pretrain.style)
     row = conversation.encode_conversation(exp.processor, example.messages())
     ids = row.input_ids[None]
     inputs = dict(input_ids=ids, attention_mask=np.ones_like(ids), pixel_values=row.pixel_values,
@@ -161,10 +176,15 @@ def test_export_loads_in_transformers_and_ours_with_equal_logits(tiny_config, tm
     ours_after = np.asarray(model.apply({"params": reloaded}, **inputs).logits)
     np.testing.assert_allclose(ours_after, ours_before, atol=1e-6, rtol=0)  # attention blocking may differ
 
-    torch_model = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(tmp_path / "hf").eval()
+    torch_model = transformers.AutoModelForImageTextToText.from_pretrained(tmp_path / "hf").eval()
+    assert type(torch_model).__name__ == {"qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+                                          "qwen3_vl": "Qwen3VLForConditionalGeneration"}[family]
     with torch.no_grad():
         theirs = torch_model(**{k: torch.tensor(v) for k, v in inputs.items()}).logits.numpy()
     np.testing.assert_allclose(theirs, ours_before, atol=1e-5, rtol=0)
+    hf_images = transformers.AutoImageProcessor.from_pretrained(tmp_path / "hf")(images=[example.image],
+                                                                                return_tensors="np")
+    np.testing.assert_array_equal(hf_images["pixel_values"], row.pixel_values)
     tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
     assert tokenizer(example.answer)["input_ids"] == exp.tokenizer(example.answer)["input_ids"]
     assert tokenizer.chat_template == exp.tokenizer.chat_template

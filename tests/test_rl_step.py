@@ -291,11 +291,15 @@ def test_nonfinite_loss_skips_the_update(setup, train_steps):
   assert max_rel_error(applied.params, before.params) > 1e-4
 
 
-def test_adamw_matches_torch_with_warmup_and_skip():
-  """make_optimizer + apply_gradients on a small tree vs torch AdamW after clip_grad_norm_, with a linear warmup;
-  a nan gradient in between is skipped without touching params, moments or the schedule."""
+@pytest.mark.parametrize("decay_steps", [0, 5])
+def test_adamw_matches_torch_with_warmup_and_skip(decay_steps):
+  """make_optimizer + apply_gradients on a small tree vs torch AdamW after clip_grad_norm_, with a linear warmup
+  (then constant, or transformers' cosine decay to 0 at update 5); a nan gradient in between is skipped without
+  touching params, moments or the schedule."""
+  import transformers
+
   config = ts.OptimizerConfig(learning_rate=0.05, b1=0.8, b2=0.95, eps=1e-6, weight_decay=0.1, max_grad_norm=0.5,
-                              warmup_steps=2)
+                              warmup_steps=2, decay_steps=decay_steps)
   rng = np.random.default_rng(1)
   params = {"w": rng.normal(size=(3, 4)).astype(np.float32), "b": rng.normal(size=(4,)).astype(np.float32)}
   grads = [{k: (s * rng.normal(size=v.shape)).astype(np.float32) for k, v in params.items()}
@@ -310,6 +314,8 @@ def test_adamw_matches_torch_with_warmup_and_skip():
   torch_opt = torch.optim.AdamW(torch_params.values(), lr=0.05, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1)
   # torch's constant-with-warmup schedule, advanced per applied update.
   schedule = torch.optim.lr_scheduler.LambdaLR(torch_opt, lambda n: min(1.0, n / 2))
+  if decay_steps:
+    schedule = transformers.get_cosine_schedule_with_warmup(torch_opt, num_warmup_steps=2, num_training_steps=5)
   for i, g in enumerate(grads):
     state, metrics = apply(state, g)
     if np.isnan(g["w"]).any():

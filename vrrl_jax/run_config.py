@@ -47,11 +47,13 @@ def as_dict(value) -> dict:
 # Sections into the typed configs of the parts that use them.
 
 
-def optimizer_config(config, learning_rate: float) -> ts_lib.OptimizerConfig:
+def optimizer_config(config, learning_rate: float, decay_steps: int = 0) -> ts_lib.OptimizerConfig:
+    """``config.optimizer`` at ``learning_rate``; ``decay_steps`` > 0: a cosine decay to 0 at that update."""
     opt = as_dict(config.optimizer)
     return ts_lib.OptimizerConfig(learning_rate=learning_rate, b1=opt["b1"], b2=opt["b2"], eps=opt["eps"],
                                   weight_decay=opt["weight_decay"], max_grad_norm=opt["grad_clip_norm"],
-                                  warmup_steps=opt["warmup_steps"], frozen=tuple(opt["frozen"]),
+                                  warmup_steps=opt["warmup_steps"], decay_steps=decay_steps,
+                                  frozen=tuple(opt["frozen"]),
                                   lr_scale=tuple((prefix, factor) for prefix, factor in dict(opt["lr_scale"]).items()))
 
 

@@ -274,7 +274,8 @@ def params_from_state_dict(state_dict: Mapping, config: Qwen25VLConfig) -> dict:
 
 
 def state_dict_from_params(params: Mapping, config: Qwen25VLConfig, layout: str = "disk") -> dict[str, np.ndarray]:
-  """transformers state_dict (numpy) from our params; layout "disk" (Hub / save_pretrained names) or "memory"."""
+  """transformers state_dict (numpy) from our params; layout "disk" (Hub / save_pretrained names) or "memory"
+  (the same for Qwen3-VL)."""
   if layout not in ("disk", "memory"):
     raise ValueError(f"layout must be 'disk' or 'memory', got {layout!r}")
   entries = checkpoint_entries(config)
@@ -296,7 +297,8 @@ def state_dict_from_params(params: Mapping, config: Qwen25VLConfig, layout: str 
       continue
     if entry.layer is not None:
       array = array[entry.layer]
-    key = entry.hf_key if layout == "memory" else disk_key(entry.hf_key)
+    # transformers 5 writes Qwen3-VL under its in-memory names, Qwen2.5-VL under the Hub's older ones.
+    key = entry.hf_key if layout == "memory" or isinstance(config, Qwen3VLConfig) else disk_key(entry.hf_key)
     state_dict[key] = _to_hf(entry, array)
   if problems:
     raise ValueError(f"params do not match the {_family(config)} config; " + "; ".join(problems))

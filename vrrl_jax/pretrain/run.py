@@ -155,7 +155,7 @@ def run(config, workdir: str) -> dict:
     if jax.process_index() == 0:
         experiment.save_config(config, workdir)
     params, specs = experiment.initial_params(exp, int(config.seed))
-    opt = run_config.optimizer_config(config, float(config.pretrain.learning_rate))
+    opt = run_config.optimizer_config(config, float(config.pretrain.learning_rate), decay_steps(config))
     ckpt = TrainCheckpointer(workdir / "checkpoints", save_every=int(config.checkpoint.every),
                              keep=int(config.checkpoint.keep))
     abstract = ts_lib.abstract_train_state(params, specs, ts_lib.make_optimizer(opt), exp.mesh, exp.rules,
@@ -206,6 +206,12 @@ def run(config, workdir: str) -> dict:
     return metrics
 
 
+def decay_steps(config) -> int:
+    """``pretrain.cosine_decay``: the lr decays along a cosine to 0 at the last step (else it holds after warmup)."""
+    run_config.require_bool(config, "pretrain.cosine_decay")
+    return int(config.pretrain.steps) if config.pretrain.cosine_decay else 0
+
+
 def _wall_seconds(workdir: pathlib.Path) -> float:
     """Seconds between the first and the last metrics record (resumes included, the gaps between them too)."""
     records = metrics_lib.read_metrics(workdir)
@@ -214,7 +220,7 @@ def _wall_seconds(workdir: pathlib.Path) -> float:
 
 PRETRAIN_KEYS = ("steps", "batch_size", "micro_batches", "learning_rate", "levels", "style", "task_weights",
                  "eval_every", "eval_maps_per_level", "eval_batch_size", "gallery_examples", "min_length",
-                 "min_patches")
+                 "min_patches", "cosine_decay")
 
 
 def validate(config) -> None:
@@ -241,7 +247,7 @@ def validate(config) -> None:
     with run_config.reading("pretrain.style"):
         render.get_style(config.pretrain.style)
     with run_config.reading("optimizer"):
-        run_config.optimizer_config(config, lr)
+        run_config.optimizer_config(config, lr, decay_steps(config))
     task_weights(config)
     with run_config.reading("data_dir"):
         release_data.check_data_dir(config.data_dir)

@@ -28,7 +28,8 @@ class OptimizerConfig:
   """AdamW as torch.optim.AdamW (decoupled weight decay on every parameter, as upstream's FSDP actor), after
   clipping the global gradient norm. Released: lr 5e-7, betas (0.9, 0.999), weight decay 0.01, clip 1.0, constant
   schedule. ``warmup_steps`` > 0 ramps the lr linearly from 0 over that many applied updates, then holds it (the
-  first update uses lr 0, as torch's constant-with-warmup schedule).
+  first update uses lr 0, as torch's constant-with-warmup schedule). ``decay_steps`` > 0 then decays it along a
+  cosine to 0 at update ``decay_steps`` (warmup included; transformers' ``get_cosine_schedule_with_warmup``).
 
   ``frozen``: parameter subtrees, as "/"-joined path prefixes ("visual", "visual/merger"), that never change: no
   update, no weight decay (their Adam moments are kept but stay zero), and left out of the clipped gradient norm.
@@ -47,6 +48,7 @@ class OptimizerConfig:
   weight_decay: float = 0.01
   max_grad_norm: float = 1.0
   warmup_steps: int = 0
+  decay_steps: int = 0
   frozen: tuple[str, ...] = ()
   lr_scale: tuple[tuple[str, float], ...] = ()
 
@@ -67,6 +69,10 @@ class OptimizerConfig:
     warmup = self.warmup_steps
     if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
       raise ValueError(f"OptimizerConfig.warmup_steps must be an integer >= 0, got {warmup!r}")
+    decay = self.decay_steps
+    if isinstance(decay, bool) or not isinstance(decay, (int, np.integer)) or decay < 0 or 0 < decay <= warmup:
+      raise ValueError(f"OptimizerConfig.decay_steps must be 0 (no decay) or an integer > warmup_steps={warmup}, "
+                       f"got {decay!r}")
     if isinstance(self.frozen, str) or not all(isinstance(p, str) and p.strip("/") for p in self.frozen):
       raise ValueError(f"OptimizerConfig.frozen must be a tuple of parameter path prefixes such as ('visual',), "
                        f"got {self.frozen!r}")
@@ -81,6 +87,8 @@ class OptimizerConfig:
 
 def learning_rate_schedule(config: OptimizerConfig) -> optax.Schedule:
   """lr as a function of the number of applied (not skipped) updates."""
+  if config.decay_steps:
+    return optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, config.warmup_steps, config.decay_steps)
   if config.warmup_steps == 0:
     return optax.constant_schedule(config.learning_rate)
   return optax.join_schedules(

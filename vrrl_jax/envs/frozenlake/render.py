@@ -166,8 +166,11 @@ OOD_STYLE = RenderStyle(
 # image token sees exactly one cell. For small from-scratch models, which cannot learn in a CPU budget to
 # locate things that straddle token boundaries (``configs/frozenlake_small_cpu.py``).
 COMPACT_STYLE = dataclasses.replace(DEFAULT_STYLE, name="compact", cell_px=28, line_px=3, line_outline_px=1)
+# The same for Qwen3-VL's 32 px merged patches (2 x 2 patches of 16 px).
+COMPACT32_STYLE = dataclasses.replace(COMPACT_STYLE, name="compact32", cell_px=32)
 
-STYLES: dict[str, RenderStyle] = {"default": DEFAULT_STYLE, "ood": OOD_STYLE, "compact": COMPACT_STYLE}
+STYLES: dict[str, RenderStyle] = {"default": DEFAULT_STYLE, "ood": OOD_STYLE, "compact": COMPACT_STYLE,
+                                  "compact32": COMPACT32_STYLE}
 
 
 def get_style(style: str | RenderStyle) -> RenderStyle:

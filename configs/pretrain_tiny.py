@@ -35,7 +35,7 @@ def get_config():
   c.optimizer.warmup_steps = 100
   c.optimizer.lr_scale = dict(visual=0.1)
   c.pretrain = dict(
-      steps=1200, batch_size=16, micro_batches=1, learning_rate=1e-3, levels=(3, 4, 5, 6), style="compact",
+      steps=2000, batch_size=16, micro_batches=1, learning_rate=1e-3, levels=(3, 4, 5, 6), style="compact",
       task_weights=dict(map=0.5, route=0.5),
       eval_every=100, eval_maps_per_level=16, eval_batch_size=32, gallery_examples=48,
       min_length=192, min_patches=4096,

@@ -205,5 +205,35 @@ def test_moe_and_mismatched_configs_are_refused():
     Qwen3VLConfig.from_hf(bad)
   config = Qwen3VLConfig.from_hf(raw)
   ids = np.array([[1] + qt.image_tokens((1, 4, 4)) + [2]])
-  with pytest.raises(ValueError, match="needs mm_token_type_ids"):
-    prepare_inputs(config, ids, None, pixels_for([(1, 4, 4)], np.random.default_rng(0)), np.array([[1, 4, 4]]))
+  with pytest.raises(ValueError, match="image features and image tokens do not match"):
+    prepare_inputs(config, ids, None, pixels_for([(1, 4, 6)], np.random.default_rng(0)), np.array([[1, 4, 6]]))
+
+
+def test_sampler_greedy_equals_generate(hf_untied):
+  """The batched sampler (prefill split over calls, per-row cache offsets, fan-out to 2 samples) on Qwen3-VL: the
+  same greedy tokens as transformers' generate() and its log-probs."""
+  from vrrl_jax.sampling.buckets import Buckets
+  from vrrl_jax.sampling.sampler import Sampler, SamplingConfig, Segment
+
+  config, params = convert(hf_untied)
+  rng = np.random.default_rng(4)
+  grids = [[(1, 4, 6)], [(1, 6, 4), (1, 4, 4)]]
+  pieces = [[3, grids[0][0], 2], [2, grids[1][0], 3, grids[1][1], 1]]
+  prompts = [Segment(np.array(qt.make_row(rng, p)), pixels_for(g, rng), np.array(g)) for p, g in zip(pieces, grids)]
+  ids, mask = qt.left_pad([p.input_ids.tolist() for p in prompts])
+  with torch.no_grad():
+    out = hf_untied.generate(
+        input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+        mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),
+        pixel_values=torch.tensor(np.concatenate([p.pixel_values for p in prompts])),
+        image_grid_thw=torch.tensor(np.concatenate([p.image_grid_thw for p in prompts])),
+        max_new_tokens=12, do_sample=False, pad_token_id=qt.PAD_TOKEN_ID, output_logits=True,
+        return_dict_in_generate=True)
+  expected = out.sequences[:, ids.shape[1]:].numpy()
+  hf_log_probs = torch.log_softmax(torch.stack(out.logits, 1), -1).numpy()
+  sampler = Sampler(config, buckets=Buckets(max_prefill_patches=40))
+  _, turn = sampler.start(params, prompts, SamplingConfig(temperature=0, max_new_tokens=12), jax.random.key(0),
+                          n_per_prompt=2)
+  for sample, tokens, log_probs in zip(turn.sample_ids, turn.tokens, turn.log_probs):
+    np.testing.assert_array_equal(tokens, expected[sample // 2])
+    np.testing.assert_allclose(log_probs, hf_log_probs[sample // 2, np.arange(12), tokens], atol=1e-4)

@@ -3,6 +3,7 @@ batch split by the rules) over 2 micro-batches equals the single-device step ove
 loss, gradient norm and updated params. Sharding and micro-batch accumulation must each be exact, so the
 comparison is to float rounding."""
 
+import copy
 import functools
 
 import jax
@@ -11,7 +12,7 @@ import pytest
 from jax.sharding import PartitionSpec
 
 import qwen_tiny as qt
-from vrrl_jax.models import Qwen25VL, Qwen25VLConfig, abstract_params
+from vrrl_jax.models import Qwen25VLConfig, families
 from vrrl_jax.parallel import mesh as mesh_lib
 from vrrl_jax.parallel import rules as rules_lib
 from vrrl_jax.rl import step as step_lib
@@ -24,11 +25,18 @@ NUM_MICRO_BATCHES = 2
 ROWS_PER_MICRO_BATCH = 8  # divisible by the 8 data shards and the 4 fsdp shards
 
 
-def tiny_config() -> Qwen25VLConfig:
-  raw = qt.tiny_config_dict()
+def tiny_config(family: str):
+  if family == "qwen2_5_vl":
+    raw = qt.tiny_config_dict()
+    raw["text_config"]["num_hidden_layers"] = 1
+    raw["vision_config"].update(depth=1, fullatt_block_indexes=[0])
+    return Qwen25VLConfig.from_hf(raw)
+  from test_models_qwen3_vl import QWEN3_TINY
+
+  raw = copy.deepcopy(QWEN3_TINY)
   raw["text_config"]["num_hidden_layers"] = 1
-  raw["vision_config"].update(depth=1, fullatt_block_indexes=[0])
-  return Qwen25VLConfig.from_hf(raw)
+  raw["vision_config"].update(depth=1, deepstack_visual_indexes=[0])
+  return families.config_from_hf(raw)
 
 
 def o1_params(shapes, rng):
@@ -48,10 +56,10 @@ def o1_params(shapes, rng):
   return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
-@pytest.fixture(scope="module")
-def setup():
-  config = tiny_config()
-  shapes, specs = abstract_params(config)
+@pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen3_vl"])
+def setup(request):
+  config = tiny_config(request.param)
+  shapes, specs = families.abstract_params(config)
   rng = np.random.default_rng(0)
   params = o1_params(shapes, rng)
   grids = [(1, 4, 4), (1, 4, 6), (1, 6, 4)]
@@ -63,7 +71,8 @@ def setup():
   for b in range(batch):
     token_mask[b, ids.shape[1] - (3 + b % 5):] = 1
   targets, loss_mask = step_lib.next_token_targets(ids, token_mask)
-  pixels = qt.random_pixels(row_grids, rng)
+  patches = int(sum(t * h * w for t, h, w in row_grids))
+  pixels = rng.standard_normal((patches, config.vision.patch_dim)).astype(np.float32)
   old_logp = -rng.uniform(0.5, 6.0, size=ids.shape).astype(np.float32)
   ref_logp = old_logp + rng.normal(scale=0.3, size=ids.shape).astype(np.float32)
   advantages = rng.normal(size=batch).astype(np.float32)
@@ -82,7 +91,7 @@ def setup():
 def run_step(setup, mesh, batch):
   state = ts.create_train_state(setup["params"], setup["specs"], OPTIMIZER, jax.random.key(0), mesh, RULES)
   shardings = jax.tree.map(lambda x: x.sharding, state)
-  train = step_lib.make_train_step(Qwen25VL(setup["config"]), mesh, RULES, CONFIG, shardings)
+  train = step_lib.make_train_step(families.build(setup["config"]), mesh, RULES, CONFIG, shardings)
   state, metrics = train(state, batch)
   return state, {k: float(v) for k, v in metrics.items()}
 

@@ -32,7 +32,8 @@ KVCache = kv_cache_lib.KVCache
 def prepare_inputs(config: Qwen3VLConfig, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None,
                    mm_token_type_ids=None, patch_multiple: int = 256) -> tuple[ModelInputs, np.ndarray]:
   """Host-side preparation of processor outputs: M-RoPE positions (Qwen3-VL's `get_rope_index` equals Qwen2.5-VL's
-  for images) and packed vision inputs. Returns the inputs and rope_deltas [B]."""
+  for images) and packed vision inputs. Returns the inputs and rope_deltas [B]. mm_token_type_ids, when absent,
+  is derived as input_ids == image_token_id."""
   input_ids = np.asarray(input_ids)
   if input_ids.ndim != 2:
     raise ValueError(f"input_ids must be [batch, seq], got shape {input_ids.shape}")
@@ -40,9 +41,7 @@ def prepare_inputs(config: Qwen3VLConfig, input_ids, attention_mask=None, pixel_
   if attention_mask.shape != input_ids.shape:
     raise ValueError(f"attention_mask shape {attention_mask.shape} != input_ids shape {input_ids.shape}")
   is_image = input_ids == config.image_token_id
-  if mm_token_type_ids is None:
-    if image_grid_thw is not None:  # as transformers: positions need to know which tokens are images
-      raise ValueError("Qwen3-VL needs mm_token_type_ids together with image_grid_thw (the processor returns it)")
+  if mm_token_type_ids is None:  # what the processor returns: 1 at the image tokens
     mm_token_type_ids = is_image.astype(np.int32)
   mm_token_type_ids = np.asarray(mm_token_type_ids)
   if mm_token_type_ids.shape != input_ids.shape:

@@ -1,4 +1,4 @@
-"""Tiny Qwen2.5-VL models for tests: the transformers reference with O(1) activations, and hand-built inputs.
+"""Tiny Qwen2.5-VL and Qwen3-VL models for tests: the transformers reference with O(1) activations, and hand-built inputs.
 
 Inputs follow QWEN_VL_NOTES §5.1: random pixel_values of the right shape and input_ids holding
 <|vision_start|> + t*h*w/4 <|image_pad|> + <|vision_end|> per image.
@@ -28,20 +28,41 @@ QWEN25_TINY = dict(
     vision_end_token_id=VISION_END_ID, tie_word_embeddings=False)
 
 
-def tiny_config_dict(tie_word_embeddings: bool = False) -> dict:
-  raw = copy.deepcopy(QWEN25_TINY)
+QWEN3_TINY = dict(
+    model_type="qwen3_vl",
+    text_config=dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                     num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6,
+                     max_position_embeddings=1024, hidden_act="silu", attention_bias=False,
+                     rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [4, 2, 2],
+                                      "mrope_interleaved": True},
+                     bos_token_id=None, eos_token_id=None, pad_token_id=None),
+    vision_config=dict(depth=3, hidden_size=32, intermediate_size=48, num_heads=2, hidden_act="gelu_pytorch_tanh",
+                       in_channels=3, patch_size=16, temporal_patch_size=2, spatial_merge_size=2, out_hidden_size=64,
+                       num_position_embeddings=16, deepstack_visual_indexes=[0, 1]),
+    image_token_id=IMAGE_TOKEN_ID, video_token_id=VIDEO_TOKEN_ID, vision_start_token_id=VISION_START_ID,
+    vision_end_token_id=VISION_END_ID, tie_word_embeddings=False)
+FAMILIES = ("qwen2_5_vl", "qwen3_vl")
+PATCH_DIMS = {"qwen2_5_vl": PATCH_DIM, "qwen3_vl": 3 * 2 * 16 * 16}
+
+
+def tiny_config_dict(tie_word_embeddings: bool = False, family: str = "qwen2_5_vl") -> dict:
+  raw = copy.deepcopy({"qwen2_5_vl": QWEN25_TINY, "qwen3_vl": QWEN3_TINY}[family])
   raw["tie_word_embeddings"] = tie_word_embeddings
   return raw
 
 
-def build_hf_model(tie_word_embeddings: bool = False, seed: int = 0):
-  """transformers Qwen2_5_VLForConditionalGeneration (fp32, eval) with O(1)-activation random weights."""
+def build_hf_model(tie_word_embeddings: bool = False, seed: int = 0, family: str = "qwen2_5_vl"):
+  """transformers' model of the family (fp32, eval) with O(1)-activation random weights."""
   import torch
-  from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+  import transformers
 
-  config = Qwen2_5_VLConfig(**tiny_config_dict(tie_word_embeddings))
+  raw = tiny_config_dict(tie_word_embeddings, family)
+  if family == "qwen2_5_vl":
+    config, cls = transformers.Qwen2_5_VLConfig(**raw), transformers.Qwen2_5_VLForConditionalGeneration
+  else:
+    config, cls = transformers.Qwen3VLConfig(**raw), transformers.Qwen3VLForConditionalGeneration
   torch.manual_seed(seed)
-  model = Qwen2_5_VLForConditionalGeneration(config).eval()
+  model = cls(config).eval()
   reinit(model, seed)
   return model
 
@@ -70,9 +91,9 @@ def state_dict_numpy(model) -> dict[str, np.ndarray]:
   return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
 
 
-def random_pixels(grids, rng: np.random.Generator) -> np.ndarray:
+def random_pixels(grids, rng: np.random.Generator, family: str = "qwen2_5_vl") -> np.ndarray:
   num_patches = int(sum(t * h * w for t, h, w in grids))
-  return rng.standard_normal((num_patches, PATCH_DIM)).astype(np.float32)
+  return rng.standard_normal((num_patches, PATCH_DIMS[family])).astype(np.float32)
 
 
 def image_tokens(grid) -> list[int]:

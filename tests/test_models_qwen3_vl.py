@@ -2,7 +2,7 @@
 and its DeepStack features, logits (images, left padding, tied embeddings, scanned layers), cached decoding against
 generate(), the state_dict round trip, and the interleaved M-RoPE layout written out by hand (QWEN_VL_NOTES 6.2).
 
-Acceptance: max|ours - ref| / max|ref| over valid positions <= 1e-4 (measured ~1e-6)."""
+Acceptance: max|ours - ref| / max|ref| over valid positions <= 1e-5 (measured ~6e-7)."""
 
 import copy
 import functools
@@ -17,33 +17,13 @@ from vrrl_jax.checkpoints import hf as hf_ckpt
 from vrrl_jax.models import kv_cache, rope
 from vrrl_jax.models.qwen3_vl import Qwen3VL, Qwen3VLConfig, init_cache, prepare_inputs, prepare_vision_inputs
 
-TOLERANCE = 1e-4
-PATCH_DIM = 3 * 2 * 16 * 16
-QWEN3_TINY = dict(
-    model_type="qwen3_vl",
-    text_config=dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                     num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6,
-                     max_position_embeddings=1024, hidden_act="silu", attention_bias=False,
-                     rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [4, 2, 2],
-                                      "mrope_interleaved": True},
-                     bos_token_id=None, eos_token_id=None, pad_token_id=None),
-    vision_config=dict(depth=3, hidden_size=32, intermediate_size=48, num_heads=2, hidden_act="gelu_pytorch_tanh",
-                       in_channels=3, patch_size=16, temporal_patch_size=2, spatial_merge_size=2, out_hidden_size=64,
-                       num_position_embeddings=16, deepstack_visual_indexes=[0, 1]),
-    image_token_id=qt.IMAGE_TOKEN_ID, video_token_id=qt.VIDEO_TOKEN_ID, vision_start_token_id=qt.VISION_START_ID,
-    vision_end_token_id=qt.VISION_END_ID, tie_word_embeddings=False)
+TOLERANCE = 1e-5  # the issue's bar; measured ~6e-7
+PATCH_DIM = qt.PATCH_DIMS["qwen3_vl"]
+QWEN3_TINY = qt.QWEN3_TINY
 
 
 def build_hf(tie: bool = False, seed: int = 0):
-  from transformers import Qwen3VLConfig as HFConfig
-  from transformers import Qwen3VLForConditionalGeneration
-
-  raw = copy.deepcopy(QWEN3_TINY)
-  raw["tie_word_embeddings"] = tie
-  torch.manual_seed(seed)
-  model = Qwen3VLForConditionalGeneration(HFConfig(**raw)).eval()
-  qt.reinit(model, seed)
-  return model
+  return qt.build_hf_model(tie, seed, family="qwen3_vl")
 
 
 @pytest.fixture(scope="module")
@@ -207,33 +187,3 @@ def test_moe_and_mismatched_configs_are_refused():
   ids = np.array([[1] + qt.image_tokens((1, 4, 4)) + [2]])
   with pytest.raises(ValueError, match="image features and image tokens do not match"):
     prepare_inputs(config, ids, None, pixels_for([(1, 4, 6)], np.random.default_rng(0)), np.array([[1, 4, 6]]))
-
-
-def test_sampler_greedy_equals_generate(hf_untied):
-  """The batched sampler (prefill split over calls, per-row cache offsets, fan-out to 2 samples) on Qwen3-VL: the
-  same greedy tokens as transformers' generate() and its log-probs."""
-  from vrrl_jax.sampling.buckets import Buckets
-  from vrrl_jax.sampling.sampler import Sampler, SamplingConfig, Segment
-
-  config, params = convert(hf_untied)
-  rng = np.random.default_rng(4)
-  grids = [[(1, 4, 6)], [(1, 6, 4), (1, 4, 4)]]
-  pieces = [[3, grids[0][0], 2], [2, grids[1][0], 3, grids[1][1], 1]]
-  prompts = [Segment(np.array(qt.make_row(rng, p)), pixels_for(g, rng), np.array(g)) for p, g in zip(pieces, grids)]
-  ids, mask = qt.left_pad([p.input_ids.tolist() for p in prompts])
-  with torch.no_grad():
-    out = hf_untied.generate(
-        input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-        mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),
-        pixel_values=torch.tensor(np.concatenate([p.pixel_values for p in prompts])),
-        image_grid_thw=torch.tensor(np.concatenate([p.image_grid_thw for p in prompts])),
-        max_new_tokens=12, do_sample=False, pad_token_id=qt.PAD_TOKEN_ID, output_logits=True,
-        return_dict_in_generate=True)
-  expected = out.sequences[:, ids.shape[1]:].numpy()
-  hf_log_probs = torch.log_softmax(torch.stack(out.logits, 1), -1).numpy()
-  sampler = Sampler(config, buckets=Buckets(max_prefill_patches=40))
-  _, turn = sampler.start(params, prompts, SamplingConfig(temperature=0, max_new_tokens=12), jax.random.key(0),
-                          n_per_prompt=2)
-  for sample, tokens, log_probs in zip(turn.sample_ids, turn.tokens, turn.log_probs):
-    np.testing.assert_array_equal(tokens, expected[sample // 2])
-    np.testing.assert_allclose(log_probs, hf_log_probs[sample // 2, np.arange(12), tokens], atol=1e-4)

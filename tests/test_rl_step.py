@@ -18,7 +18,7 @@ import torch
 
 import qwen_tiny as qt
 from vrrl_jax.checkpoints import hf as hf_ckpt
-from vrrl_jax.models import Qwen25VL, Qwen25VLConfig, abstract_params
+from vrrl_jax.models import families
 from vrrl_jax.parallel import mesh as mesh_lib
 from vrrl_jax.parallel import rules as rules_lib
 from vrrl_jax.rl import loss as loss_lib
@@ -37,14 +37,23 @@ ROWS = [[3, (1, 4, 4), 6], [5, (1, 4, 6), 4], [2, (1, 6, 4), 9], [4, (1, 4, 4), 
 EMPTY_ROW = 6  # no loss tokens at all (a fully masked sample)
 
 
-def build_hf_model(seed: int):
-  """transformers model of the tiny config cut to one decoder layer and one (full-attention) vision block."""
-  from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-  raw = qt.tiny_config_dict()
+def build_hf_model(seed: int, family: str):
+  """transformers model of the family's tiny config cut to one decoder layer and one (full-attention) vision block.
+  Qwen3-VL keeps two decoder layers: its DeepStack feature is added after layer 0, so with one layer it would reach
+  only the image positions' own logits, which carry no loss (its merger's gradient would be exactly zero)."""
+  import transformers
+
+  raw = qt.tiny_config_dict(family=family)
   raw["text_config"]["num_hidden_layers"] = 1
-  raw["vision_config"].update(depth=1, fullatt_block_indexes=[0])
+  if family == "qwen2_5_vl":
+    raw["vision_config"].update(depth=1, fullatt_block_indexes=[0])
+    config, cls = transformers.Qwen2_5_VLConfig(**raw), transformers.Qwen2_5_VLForConditionalGeneration
+  else:
+    raw["text_config"]["num_hidden_layers"] = 2
+    raw["vision_config"].update(depth=1, deepstack_visual_indexes=[0])
+    config, cls = transformers.Qwen3VLConfig(**raw), transformers.Qwen3VLForConditionalGeneration
   torch.manual_seed(seed)
-  model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**raw)).eval()
+  model = cls(config).eval()
   qt.reinit(model, seed)
   return model
 
@@ -60,12 +69,12 @@ def hf_token_logprobs(model, ids, mask, grids, pixels):
   return logp, entropy.detach().numpy()
 
 
-@pytest.fixture(scope="module")
-def setup():
-  hf_model = build_hf_model(seed=0)
-  config = Qwen25VLConfig.from_hf(hf_model.config)
+@pytest.fixture(scope="module", params=qt.FAMILIES)
+def setup(request):
+  hf_model = build_hf_model(seed=0, family=request.param)
+  config = families.config_from_hf(hf_model.config.to_dict())
   params = hf_ckpt.params_from_state_dict(hf_model.state_dict(), config)
-  _, specs = abstract_params(config)
+  _, specs = families.abstract_params(config)
   rng = np.random.default_rng(0)
   rows, response = [], []
   for pieces in ROWS:
@@ -73,7 +82,7 @@ def setup():
     response.append(pieces[-1])
   ids, attention = qt.left_pad(rows)
   grids = [piece for pieces in ROWS for piece in pieces if isinstance(piece, tuple)]
-  pixels = qt.random_pixels(grids, rng)
+  pixels = qt.random_pixels(grids, rng, request.param)
   token_mask = np.zeros(ids.shape, np.float32)
   for b, length in enumerate(response):
     token_mask[b, ids.shape[1] - length:] = 1
@@ -118,7 +127,7 @@ def train_steps(setup):
   """mode -> the jitted train step (one per loss mode, so each batch shape compiles once per file)."""
   state_shardings = ts.train_state_shardings(setup["params"], setup["specs"], ts.make_optimizer(OPTIMIZER),
                                              single_device_mesh(), RULES)
-  model = Qwen25VL(setup["config"])
+  model = families.build(setup["config"])
   return {mode: step_lib.make_train_step(model, single_device_mesh(), RULES, step_config(mode), state_shardings)
           for mode in loss_lib.LOSS_AGG_MODES}
 
@@ -158,13 +167,15 @@ def host(tree):
 
 def max_rel_error(ours, ref):
   errors = jax.tree.map(lambda a, b: qt.rel_error(a, b) if np.abs(b).max() > 0 else float(np.abs(a).max()), ours, ref)
-  return max(jax.tree.leaves(errors))
+  worst = max(jax.tree_util.tree_leaves_with_path(errors), key=lambda kv: kv[1])
+  print(f"[rl step] worst tensor {jax.tree_util.keystr(worst[0])}: rel {worst[1]:.2e}")
+  return worst[1]
 
 
 def test_logprobs_match_transformers(setup):
   """Chunked log-probs of two micro-batches (images packed per micro-batch) equal torch's log_softmax."""
   param_shardings = mesh_lib.param_shardings(setup["specs"], single_device_mesh(), RULES)
-  logprob_fn = step_lib.make_logprob_fn(Qwen25VL(setup["config"]), single_device_mesh(), RULES, param_shardings,
+  logprob_fn = step_lib.make_logprob_fn(families.build(setup["config"]), single_device_mesh(), RULES, param_shardings,
                                         chunk_size=CHUNK)
   batch = make_batch(setup, num_micro_batches=2)
   logp = np.asarray(logprob_fn(setup["params"], batch.inputs, batch.targets)).reshape(setup["ids"].shape)
@@ -335,8 +346,8 @@ def test_adamw_matches_torch_with_warmup_and_skip(decay_steps):
 
 
 def test_optimizer_state_sharded_like_params():
-  config = Qwen25VLConfig.from_hf(qt.tiny_config_dict())
-  shapes, specs = abstract_params(config)
+  config = families.config_from_hf(qt.tiny_config_dict())
+  shapes, specs = families.abstract_params(config)
   mesh = mesh_lib.make_mesh(dict(fsdp=4, tensor=2))
   abstract = ts.abstract_train_state(shapes, specs, ts.make_optimizer(OPTIMIZER), mesh, RULES, keep_reference=False)
   q_kernel = ("language_model", "layers_0", "self_attn", "q_proj", "kernel")
@@ -366,7 +377,7 @@ def test_host_batch_helpers_reject_bad_input(setup):
   with pytest.raises(ValueError, match="hold no image while others do"):
     rows = [qt.make_row(np.random.default_rng(0), pieces) for pieces in ([3, (1, 4, 4), 2], [4])]
     ids, attention = qt.left_pad(rows)
-    step_lib.prepare_micro_batches(config, ids, attention, qt.random_pixels([(1, 4, 4)], np.random.default_rng(0)),
-                                   np.array([(1, 4, 4)]), 2)
+    pixels = qt.random_pixels([(1, 4, 4)], np.random.default_rng(0), config.model_type)
+    step_lib.prepare_micro_batches(config, ids, attention, pixels, np.array([(1, 4, 4)]), 2)
   with pytest.raises(ValueError, match="chunk size"):
     step_lib.StepConfig(logprob_chunk_size=0)

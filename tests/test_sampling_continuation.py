@@ -16,7 +16,7 @@ import torch
 
 import qwen_tiny as qt
 from vrrl_jax.checkpoints import hf as hf_ckpt
-from vrrl_jax.models import Qwen25VLConfig
+from vrrl_jax.models import families
 from vrrl_jax.sampling.buckets import Buckets
 from vrrl_jax.sampling.sampler import LENGTH, STOP, Sampler, SamplingConfig, Segment
 
@@ -25,27 +25,28 @@ SUPPRESSED = (qt.VISION_START_ID, qt.VISION_END_ID, qt.IMAGE_TOKEN_ID, qt.VIDEO_
 STOP_IDS = tuple(range(100, 140))  # ~16% of the vocabulary: some rows stop early, others run to the budget
 
 
-@pytest.fixture(scope="module")
-def hf_model():
-  return qt.build_hf_model(seed=5)
+@pytest.fixture(scope="module", params=qt.FAMILIES)
+def hf_model(request):
+  return qt.build_hf_model(seed=5, family=request.param)
 
 
-def segment(rng, pieces):
+def segment(rng, pieces, family):
   grids = [p for p in pieces if not isinstance(p, int)]
-  pixels = qt.random_pixels(grids, rng) if grids else None
+  pixels = qt.random_pixels(grids, rng, family) if grids else None
   return Segment(np.array(qt.make_row(rng, pieces)), pixels, np.array(grids) if grids else None)
 
 
 def test_three_turn_continuation_equals_full_forward(hf_model):
-  config = Qwen25VLConfig.from_hf(hf_model.config)
+  config = families.config_from_hf(hf_model.config.to_dict())
+  family = config.model_type
   params = hf_ckpt.params_from_state_dict(hf_model.state_dict(), config)
   # A small patch budget makes the prefill run in several calls over row subsets.
   sampler = Sampler(config, buckets=Buckets(max_prefill_patches=48))
   sampling = SamplingConfig(temperature=1.0, max_new_tokens=6, stop_token_ids=STOP_IDS,
                             suppressed_token_ids=SUPPRESSED)
   rng = np.random.default_rng(1)
-  prompts = [segment(rng, [3, (1, 4, 6), 2]), segment(rng, [2, (1, 6, 4), 3, (1, 4, 4), 1]),
-             segment(rng, [9, (1, 4, 4), 5])]
+  prompts = [segment(rng, [3, (1, 4, 6), 2], family), segment(rng, [2, (1, 6, 4), 3, (1, 4, 4), 1], family),
+             segment(rng, [9, (1, 4, 4), 5], family)]
   n = 2
   conversations = {s: [(p.input_ids, p.pixel_values, p.image_grid_thw, False)]
                    for s, p in enumerate(p for p in prompts for _ in range(n))}
@@ -67,7 +68,7 @@ def test_three_turn_continuation_equals_full_forward(hf_model):
   ran_out = [s for s, r in reasons.items() if r == LENGTH]
   dropped = next(s for s in conversations if s not in (stopped[0], ran_out[0]))
   turn2 = [s for s in conversations if s != dropped]
-  segments2 = [segment(rng, [2 + int(s), (1, 4, 4) if s % 2 else (1, 4, 6), 3]) for s in turn2]
+  segments2 = [segment(rng, [2 + int(s), (1, 4, 4) if s % 2 else (1, 4, 6), 3], family) for s in turn2]
   for s, seg in zip(turn2, segments2):
     conversations[s].append((seg.input_ids, seg.pixel_values, seg.image_grid_thw, False))
   state, turn = sampler.extend(params, state, turn2, segments2, sampling, jax.random.key(1), record_logits=True)
@@ -75,7 +76,7 @@ def test_three_turn_continuation_equals_full_forward(hf_model):
 
   # Turn 3: two samples, in a different order, with a second feedback image each.
   turn3 = [turn2[-1], turn2[0]]
-  segments3 = [segment(rng, [1, (1, 6, 4), 4]), segment(rng, [4, (1, 4, 4), 1])]
+  segments3 = [segment(rng, [1, (1, 6, 4), 4], family), segment(rng, [4, (1, 4, 4), 1], family)]
   for s, seg in zip(turn3, segments3):
     conversations[s].append((seg.input_ids, seg.pixel_values, seg.image_grid_thw, False))
   state, turn = sampler.extend(params, state, turn3, segments3, sampling, jax.random.key(2), record_logits=True,

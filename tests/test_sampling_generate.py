@@ -13,7 +13,7 @@ import torch
 
 import qwen_tiny as qt
 from vrrl_jax.checkpoints import hf as hf_ckpt
-from vrrl_jax.models import Qwen25VLConfig
+from vrrl_jax.models import families
 from vrrl_jax.sampling.buckets import Buckets
 from vrrl_jax.sampling.sampler import LENGTH, GenerationState, Sampler, SamplingConfig, Segment
 
@@ -22,23 +22,23 @@ GRIDS = [[(1, 4, 6)], [(1, 6, 4), (1, 4, 4)], [(1, 4, 4)]]
 PIECES = [[3, GRIDS[0][0], 2], [2, GRIDS[1][0], 3, GRIDS[1][1], 1], [9, GRIDS[2][0], 5]]
 
 
-@pytest.fixture(scope="module")
-def setup():
-  hf_model = qt.build_hf_model(seed=3)
-  config = Qwen25VLConfig.from_hf(hf_model.config)
+@pytest.fixture(scope="module", params=qt.FAMILIES)
+def setup(request):
+  hf_model = qt.build_hf_model(seed=3, family=request.param)
+  config = families.config_from_hf(hf_model.config.to_dict())
   params = hf_ckpt.params_from_state_dict(hf_model.state_dict(), config)
   return hf_model, config, params
 
 
-def make_prompts(seed):
+def make_prompts(seed, config):
   rng = np.random.default_rng(seed)
-  return [Segment(np.array(qt.make_row(rng, pieces)), qt.random_pixels(grids, rng), np.array(grids))
-          for pieces, grids in zip(PIECES, GRIDS)]
+  return [Segment(np.array(qt.make_row(rng, pieces)), qt.random_pixels(grids, rng, config.model_type),
+                  np.array(grids)) for pieces, grids in zip(PIECES, GRIDS)]
 
 
 def test_greedy_equals_transformers_generate(setup):
   hf_model, config, params = setup
-  prompts = make_prompts(0)
+  prompts = make_prompts(0, config)
   ids, mask = qt.left_pad([p.input_ids.tolist() for p in prompts])
   with torch.no_grad():
     out = hf_model.generate(
@@ -84,11 +84,11 @@ def check_compile_counts(config, params, compiles):
   sampler = Sampler(config)
   sampling = SamplingConfig(temperature=1.0, max_new_tokens=4, stop_token_ids=(7,))
   key = jax.random.key(0)
-  sampler.start(params, make_prompts(1), sampling, key, n_per_prompt=2)
+  sampler.start(params, make_prompts(1, config), sampling, key, n_per_prompt=2)
   programs, first_compiles = sampler.compile_log.total, len(compiles)
   assert programs == sampler.compile_log.total == sum(sampler.compile_log.counts.values())
   # Different prompts and images, same buckets: no new program, no backend compilation.
-  state, turn = sampler.start(params, make_prompts(2), sampling, key, n_per_prompt=2)
+  state, turn = sampler.start(params, make_prompts(2, config), sampling, key, n_per_prompt=2)
   assert sampler.compile_log.total == programs
   assert len(compiles) == first_compiles, compiles[first_compiles:]
   assert [len(t) for t in turn.tokens] and all(len(t) <= 4 for t in turn.tokens)
@@ -98,7 +98,7 @@ def test_bad_calls_raise(setup):
   _, config, params = setup
   sampler = Sampler(config)
   sampling = SamplingConfig(max_new_tokens=4)
-  prompts = make_prompts(3)
+  prompts = make_prompts(3, config)
   key = jax.random.key(0)
   with pytest.raises(ValueError, match="non-empty list of Segments"):
     sampler.start(params, [], sampling, key)

@@ -67,6 +67,28 @@ def build_hf_model(tie_word_embeddings: bool = False, seed: int = 0, family: str
   return model
 
 
+def build_one_block_hf_model(seed: int, family: str = "qwen2_5_vl"):
+  """The family's tiny model cut to one decoder layer and one (full-attention) vision block, for step tests.
+  Qwen3-VL keeps two decoder layers: its DeepStack feature is added after layer 0, so with one layer it would reach
+  only the image positions' own logits, which carry no loss (its merger's gradient would be exactly zero)."""
+  import torch
+  import transformers
+
+  raw = tiny_config_dict(family=family)
+  raw["text_config"]["num_hidden_layers"] = 1
+  if family == "qwen2_5_vl":
+    raw["vision_config"].update(depth=1, fullatt_block_indexes=[0])
+    config, cls = transformers.Qwen2_5_VLConfig(**raw), transformers.Qwen2_5_VLForConditionalGeneration
+  else:
+    raw["text_config"]["num_hidden_layers"] = 2
+    raw["vision_config"].update(depth=1, deepstack_visual_indexes=[0])
+    config, cls = transformers.Qwen3VLConfig(**raw), transformers.Qwen3VLForConditionalGeneration
+  torch.manual_seed(seed)
+  model = cls(config).eval()
+  reinit(model, seed)
+  return model
+
+
 def reinit(model, seed: int) -> None:
   """Weights ~ N(0, 1/fan_in), embeddings ~ N(0, 1), biases ~ N(0, 0.1), norm weights ~ 1 + N(0, 0.1):
   every activation stays O(1), so relative errors are meaningful."""

@@ -37,27 +37,6 @@ ROWS = [[3, (1, 4, 4), 6], [5, (1, 4, 6), 4], [2, (1, 6, 4), 9], [4, (1, 4, 4), 
 EMPTY_ROW = 6  # no loss tokens at all (a fully masked sample)
 
 
-def build_hf_model(seed: int, family: str):
-  """transformers model of the family's tiny config cut to one decoder layer and one (full-attention) vision block.
-  Qwen3-VL keeps two decoder layers: its DeepStack feature is added after layer 0, so with one layer it would reach
-  only the image positions' own logits, which carry no loss (its merger's gradient would be exactly zero)."""
-  import transformers
-
-  raw = qt.tiny_config_dict(family=family)
-  raw["text_config"]["num_hidden_layers"] = 1
-  if family == "qwen2_5_vl":
-    raw["vision_config"].update(depth=1, fullatt_block_indexes=[0])
-    config, cls = transformers.Qwen2_5_VLConfig(**raw), transformers.Qwen2_5_VLForConditionalGeneration
-  else:
-    raw["text_config"]["num_hidden_layers"] = 2
-    raw["vision_config"].update(depth=1, deepstack_visual_indexes=[0])
-    config, cls = transformers.Qwen3VLConfig(**raw), transformers.Qwen3VLForConditionalGeneration
-  torch.manual_seed(seed)
-  model = cls(config).eval()
-  qt.reinit(model, seed)
-  return model
-
-
 def hf_token_logprobs(model, ids, mask, grids, pixels):
   """torch log_softmax(logits)[t, ids[t + 1]] and the entropy at t, [B, S - 1] float64, with the autograd graph."""
   logits = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
@@ -71,7 +50,7 @@ def hf_token_logprobs(model, ids, mask, grids, pixels):
 
 @pytest.fixture(scope="module", params=qt.FAMILIES)
 def setup(request):
-  hf_model = build_hf_model(seed=0, family=request.param)
+  hf_model = qt.build_one_block_hf_model(seed=0, family=request.param)
   config = families.config_from_hf(hf_model.config.to_dict())
   params = hf_ckpt.params_from_state_dict(hf_model.state_dict(), config)
   _, specs = families.abstract_params(config)

@@ -10,7 +10,7 @@ import torch
 
 import qwen_tiny as qt
 from vrrl_jax.checkpoints import hf as hf_ckpt
-from vrrl_jax.models import Qwen25VL, Qwen25VLConfig, abstract_params
+from vrrl_jax.models import families
 from vrrl_jax.parallel import mesh as mesh_lib
 from vrrl_jax.parallel import rules as rules_lib
 from vrrl_jax.rl import step as rl_step
@@ -22,36 +22,25 @@ OPTIMIZER = ts.OptimizerConfig(learning_rate=3e-3)
 ROWS = [[3, (1, 4, 4), 6], [5, (1, 4, 6), 4, (1, 4, 4), 5], [2, (1, 6, 4), 9], [6, (1, 4, 4), 3]]
 
 
-def build_hf_model(seed: int):
-  """transformers model of the tiny config cut to one decoder layer and one (full-attention) vision block."""
-  from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-  raw = qt.tiny_config_dict()
-  raw["text_config"]["num_hidden_layers"] = 1
-  raw["vision_config"].update(depth=1, fullatt_block_indexes=[0])
-  torch.manual_seed(seed)
-  model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**raw)).eval()
-  qt.reinit(model, seed)
-  return model
-
-
-def tiny_rows(seed: int):
+def tiny_rows(seed: int, family: str):
   """ROWS as token ids, attention mask, image grids, pixels and the assistant mask (each row's last text piece)."""
   rng = np.random.default_rng(seed)
   ids, attention = qt.left_pad([qt.make_row(rng, pieces) for pieces in ROWS])
   grids = [piece for pieces in ROWS for piece in pieces if isinstance(piece, tuple)]
-  pixels = qt.random_pixels(grids, rng)
+  pixels = qt.random_pixels(grids, rng, family)
   assistant = np.zeros(ids.shape, np.float32)
   for b, pieces in enumerate(ROWS):
     assistant[b, ids.shape[1] - pieces[-1]:] = 1
   return ids, attention, grids, pixels, assistant
 
 
-def test_sft_loss_matches_torch_cross_entropy_and_decreases():
-  hf_model = build_hf_model(seed=2)
-  config = Qwen25VLConfig.from_hf(hf_model.config)
+@pytest.mark.parametrize("family", qt.FAMILIES)
+def test_sft_loss_matches_torch_cross_entropy_and_decreases(family):
+  hf_model = qt.build_one_block_hf_model(seed=2, family=family)
+  config = families.config_from_hf(hf_model.config.to_dict())
   params = hf_ckpt.params_from_state_dict(hf_model.state_dict(), config)
-  _, specs = abstract_params(config)
-  ids, attention, grids, pixels, assistant = tiny_rows(seed=0)
+  _, specs = families.abstract_params(config)
+  ids, attention, grids, pixels, assistant = tiny_rows(0, family)
 
   with torch.no_grad():
     logits = hf_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(attention),
@@ -70,7 +59,7 @@ def test_sft_loss_matches_torch_cross_entropy_and_decreases():
   mesh = mesh_lib.make_mesh(dict(data=1), devices=jax.devices()[:1])
   state = ts.create_train_state(params, specs, OPTIMIZER, jax.random.key(0), mesh, RULES, keep_reference=False)
   assert state.ref_params is None
-  train = sft_step.make_sft_step(Qwen25VL(config), mesh, RULES, OPTIMIZER, jax.tree.map(lambda x: x.sharding, state),
+  train = sft_step.make_sft_step(families.build(config), mesh, RULES, OPTIMIZER, jax.tree.map(lambda x: x.sharding, state),
                                  chunk_size=7)
   losses = []
   for _ in range(4):
@@ -86,17 +75,18 @@ def test_sft_loss_matches_torch_cross_entropy_and_decreases():
   assert int(state.step) == 4
 
 
+@pytest.mark.parametrize("family", qt.FAMILIES)
 @pytest.mark.parametrize("case", ["frozen", "lr_scale"])
-def test_vision_tower_frozen_or_scaled_against_torch_grads_and_numpy_adamw(case):
+def test_vision_tower_frozen_or_scaled_against_torch_grads_and_numpy_adamw(case, family):
   """optimizer.frozen=("visual",): the vision tower is bit-for-bit unchanged, and every other parameter takes the
   AdamW step a numpy AdamW computes from torch's gradients, clipped by the norm of the trainable gradients only.
   optimizer.lr_scale=(("visual", 0.1),): the vision tower takes that step at 0.1 x lr (a torch param group), the
   clip counting every gradient."""
-  hf_model = build_hf_model(seed=3)
-  config = Qwen25VLConfig.from_hf(hf_model.config)
+  hf_model = qt.build_one_block_hf_model(seed=3, family=family)
+  config = families.config_from_hf(hf_model.config.to_dict())
   params = hf_ckpt.params_from_state_dict(hf_model.state_dict(), config)
-  _, specs = abstract_params(config)
-  ids, attention, grids, pixels, assistant = tiny_rows(seed=1)
+  _, specs = families.abstract_params(config)
+  ids, attention, grids, pixels, assistant = tiny_rows(1, family)
 
   logits = hf_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(attention),
                     mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),
@@ -129,7 +119,7 @@ def test_vision_tower_frozen_or_scaled_against_torch_grads_and_numpy_adamw(case)
                             targets=targets[None], loss_mask=loss_mask[None])
   mesh = mesh_lib.make_mesh(dict(data=1), devices=jax.devices()[:1])
   state = ts.create_train_state(params, specs, opt, jax.random.key(0), mesh, RULES, keep_reference=False)
-  train = sft_step.make_sft_step(Qwen25VL(config), mesh, RULES, opt, jax.tree.map(lambda x: x.sharding, state))
+  train = sft_step.make_sft_step(families.build(config), mesh, RULES, opt, jax.tree.map(lambda x: x.sharding, state))
   state, metrics = train(state, batch)
   assert int(metrics["skipped"]) == 0
   new = {ts.param_path(p): np.asarray(x, np.float64) for p, x in jax.tree_util.tree_flatten_with_path(state.params)[0]}

@@ -7,26 +7,26 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 import qwen_tiny as qt
-from vrrl_jax.models import ModelOutput, Qwen25VL, Qwen25VLConfig, abstract_params, init_cache, prepare_inputs
+from vrrl_jax.models import ModelOutput, families
 from vrrl_jax.parallel import mesh as mesh_lib
 from vrrl_jax.parallel import rules as rules_lib
 
 BATCH = 8
 
 
-@pytest.fixture(scope="module")
-def setup():
-  config = Qwen25VLConfig.from_hf(qt.tiny_config_dict())
-  shapes, specs = abstract_params(config)
+@pytest.fixture(scope="module", params=qt.FAMILIES)
+def setup(request):
+  config = families.config_from_hf(qt.tiny_config_dict(family=request.param))
+  shapes, specs = families.abstract_params(config)
   rng = np.random.default_rng(0)
   params = jax.tree.map(lambda s: (0.1 * rng.standard_normal(s.shape)).astype(np.float32), shapes)
   grid = (1, 4, 4)
   rows = [qt.make_row(rng, [1 + b, grid, 2]) for b in range(BATCH)]
   ids, mask = qt.left_pad(rows)
-  pixels = qt.random_pixels([grid] * BATCH, rng)
-  inputs, _ = prepare_inputs(config, ids, mask, pixels, np.array([grid] * BATCH), patch_multiple=128)
-  model = Qwen25VL(config)
-  forward = lambda params, inputs: model.apply({"params": params}, inputs, method=Qwen25VL.forward).logits
+  pixels = qt.random_pixels([grid] * BATCH, rng, request.param)
+  inputs, _ = families.prepare_inputs(config, ids, mask, pixels, np.array([grid] * BATCH), patch_multiple=128)
+  model = families.build(config)
+  forward = lambda params, inputs: model.apply({"params": params}, inputs, method="forward").logits
   reference = np.asarray(jax.jit(forward)(params, inputs))
   return dict(config=config, params=params, specs=specs, inputs=inputs, mask=mask, forward=forward,
               reference=reference)
@@ -78,9 +78,9 @@ def test_sharded_cached_prefill_with_decode_rules(setup):
   mesh = mesh_lib.make_mesh(dict(data=2, fsdp=2, tensor=2))
   params = mesh_lib.shard_params(setup["params"], setup["specs"], mesh, rules)
   cache_sharding = mesh_lib.cache_shardings(mesh, rules)
-  cache = jax.device_put(init_cache(setup["config"], BATCH, max_len=32), cache_sharding)
-  model = Qwen25VL(setup["config"])
-  prefill = lambda params, inputs, cache: model.apply({"params": params}, inputs, cache, method=Qwen25VL.forward)
+  cache = jax.device_put(families.init_cache(setup["config"], BATCH, max_len=32), cache_sharding)
+  model = families.build(setup["config"])
+  prefill = lambda params, inputs, cache: model.apply({"params": params}, inputs, cache, method="forward")
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     out = jax.jit(prefill, in_shardings=(mesh_lib.param_shardings(setup["specs"], mesh, rules),
                                          input_shardings(mesh, setup["inputs"], rules), cache_sharding),

@@ -12,6 +12,8 @@ synthetic transcripts instead.
 import importlib.util
 import pathlib
 
+import ml_collections
+
 _spec = importlib.util.spec_from_file_location("frozenlake_tiny_cpu", pathlib.Path(__file__).with_name("frozenlake_tiny_cpu.py"))
 frozenlake_tiny_cpu = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(frozenlake_tiny_cpu)
@@ -19,9 +21,12 @@ _spec.loader.exec_module(frozenlake_tiny_cpu)
 
 def get_config():
   c = frozenlake_tiny_cpu.get_config()
-  # init_checkpoint (a placeholder from the tiny config) is required: --config.init_checkpoint=...; tokenizer_dir
-  # unset: the tokenizer files next to init_checkpoint.
+  # init_checkpoint is required: --config.init_checkpoint=...; tokenizer_dir unset: the tokenizer files next to it.
+  c.init_checkpoint = ml_collections.config_dict.placeholder(str)
   c.model = None  # taken from the checkpoint
+  # The released recipe: default renders, the vision tower trained too, a constant lr (VRRL_SPEC section 4).
+  c.data.update(train_style="default", eval_style="default")
+  c.optimizer.update(frozen=(), warmup_steps=0)
   c.model_options = dict(dtype="bfloat16", param_dtype="float32", scan_layers=True, remat_policy="nothing_saveable")
   c.max_sequence_len = 8192
   c.image = dict(min_pixels=3136, max_pixels=12845056)  # the hub preprocessor defaults

@@ -23,9 +23,10 @@ def test_cpu_configs_pass(name):
     run_config.validate(experiment.load_config(REPO / "configs" / f"{name}.py"))
 
 
-def test_3b_config_needs_a_checkpoint():
+@pytest.mark.parametrize("name", ["frozenlake_qwen25vl_3b", "frozenlake_qwen3vl_4b"])
+def test_accelerator_configs_need_a_checkpoint(name):
     with pytest.raises(run_config.ConfigError, match="init_checkpoint"):
-        run_config.validate(experiment.load_config(REPO / "configs" / "frozenlake_qwen25vl_3b.py"))
+        run_config.validate(experiment.load_config(REPO / "configs" / f"{name}.py"))
 
 
 # (field, bad value, what the message must say). One or more rows per section.

@@ -131,6 +131,20 @@ def image_config_from(config) -> processor_lib.ImageProcessorConfig:
     return processor_lib.ImageProcessorConfig(**fields)
 
 
+def check_token_ids(model_config, token_ids: tokenizer_lib.SpecialTokenIds) -> None:
+    """The model's image/vision token ids and vocabulary must be the tokenizer's (a checkpoint's model and its
+    tokenizer come together from init_checkpoint, or tokenizer_dir)."""
+    for name in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"):
+        ours, theirs = getattr(model_config, name), getattr(token_ids, name)
+        if ours != theirs:
+            raise ValueError(f"the model's {name} is {ours} but the tokenizer's is {theirs}: the model and the "
+                             "tokenizer do not belong together (set init_checkpoint to the model's checkpoint, whose "
+                             "tokenizer files come with it, or tokenizer_dir)")
+    if token_ids.vocab_size > model_config.text.vocab_size:
+        raise ValueError(f"the tokenizer has {token_ids.vocab_size} tokens but the model's vocabulary only "
+                         f"{model_config.text.vocab_size}")
+
+
 def chat_template_for(tokenizer, model_config) -> str | None:
     """The tokenizer's own chat template (a checkpoint's, as the Hugging Face processor uses it); without one, None
     (the bundled Qwen2.5-VL template) for Qwen2.5-VL, and an error for a family whose template differs."""
@@ -162,9 +176,7 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
         # The processor never makes a frame larger than max_pixels, so the vision tower may rely on it.
         model_config = dataclasses.replace(
             model_config, max_frame_patches=image_config.max_pixels // image_config.patch_size**2)
-    if model_config.image_token_id != token_ids.image_token_id:
-        raise ValueError(f"model image_token_id {model_config.image_token_id} != tokenizer's "
-                         f"<|image_pad|> id {token_ids.image_token_id}")
+    check_token_ids(model_config, token_ids)
     vision = model_config.vision
     for ours, theirs in (("patch_size", "patch_size"), ("merge_size", "spatial_merge_size"),
                          ("temporal_patch_size", "temporal_patch_size")):

@@ -240,7 +240,7 @@ def check_model_side(config):
     with reading("tokenizer_dir"):
         token_ids = tokenizer_lib.special_token_ids(experiment.load_tokenizer(config))
     with reading("model"):
-        experiment.model_config_from(config, token_ids)
+        experiment.check_token_ids(experiment.model_config_from(config, token_ids), token_ids)
     with reading("image"):
         experiment.image_config_from(config)
     with reading("mesh"):

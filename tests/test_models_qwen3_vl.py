@@ -187,3 +187,33 @@ def test_moe_and_mismatched_configs_are_refused():
   ids = np.array([[1] + qt.image_tokens((1, 4, 4)) + [2]])
   with pytest.raises(ValueError, match="image features and image tokens do not match"):
     prepare_inputs(config, ids, None, pixels_for([(1, 4, 6)], np.random.default_rng(0)), np.array([[1, 4, 6]]))
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_from_pretrained_onto_a_mesh_and_orbax_round_trip(hf_untied, tmp_path, scan_layers):
+  """A sharded HF directory loads straight onto the fake 8-device mesh with the rules' shardings and the logits of
+  transformers; the orbax copy restores onto the same shardings (also into the other layer layout)."""
+  from vrrl_jax.checkpoints import orbax_io
+  from vrrl_jax.models import families, from_pretrained
+  from vrrl_jax.parallel import mesh as mesh_lib
+  from vrrl_jax.parallel import rules as rules_lib
+
+  hf_untied.save_pretrained(tmp_path / "hf", max_shard_size="200KB")
+  assert len(list((tmp_path / "hf").glob("model-*.safetensors"))) > 1
+  mesh = mesh_lib.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  model, params = from_pretrained(tmp_path / "hf", mesh=mesh, rules=rules_lib.DEFAULT_RULES, scan_layers=scan_layers,
+                                  progress=False)
+  assert type(model).__name__ == "Qwen3VL"
+  expected = mesh_lib.param_shardings(families.abstract_params(model.config)[1], mesh, rules_lib.DEFAULT_RULES)
+  for leaf, sharding in zip(jax.tree.leaves(params), jax.tree.leaves(expected)):
+    assert leaf.sharding.is_equivalent_to(sharding, leaf.ndim)
+  ids, mask, grids, pixels = scenario("left_padded_batch", np.random.default_rng(7))
+  host = jax.device_get(params)
+  err = qt.rel_error(our_logits(model.config, host, ids, mask, grids, pixels),
+                     hf_logits(hf_untied, ids, mask, grids, pixels), mask)
+  assert err <= TOLERANCE
+  orbax_io.save(tmp_path / "ckpt", host, model.config)
+  _, restored = from_pretrained(tmp_path / "ckpt", mesh=mesh, scan_layers=not scan_layers, progress=False)
+  _, other_layout = from_pretrained(tmp_path / "hf", scan_layers=not scan_layers, progress=False)
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(other_layout), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-_PRECISIONS = ("default", "high", "highest")
-_ATTENTION_IMPLS = ("xla",)
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+PRECISIONS = ("default", "high", "highest")
+ATTENTION_IMPLS = ("xla",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,11 +108,11 @@ class Qwen25VLConfig:
 
   @property
   def compute_dtype(self):
-    return _DTYPES[self.dtype]
+    return DTYPES[self.dtype]
 
   @property
   def weight_dtype(self):
-    return _DTYPES[self.param_dtype]
+    return DTYPES[self.param_dtype]
 
   @property
   def matmul_precision(self) -> jax.lax.Precision:
@@ -185,15 +185,7 @@ class Qwen25VLConfig:
 def validate(config: Qwen25VLConfig) -> None:
   """Raises ValueError naming the first inconsistent field."""
   text, vision = config.text, config.vision
-  for part, sub in (("text", text), ("vision", vision)):
-    for field in dataclasses.fields(sub):
-      value = getattr(sub, field.name)
-      if field.type == "int":
-        _check(not isinstance(value, bool) and isinstance(value, int) and value >= 1,
-               f"{part} {field.name} must be a positive int, got {value!r}")
-      elif field.type == "float":
-        _check(not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
-               f"{part} {field.name} must be a positive number, got {value!r}")
+  check_sizes(config, _check)
   _check(text.hidden_size % text.num_attention_heads == 0,
          f"text hidden_size {text.hidden_size} not divisible by num_attention_heads {text.num_attention_heads}")
   _check(text.num_attention_heads % text.num_key_value_heads == 0,
@@ -213,19 +205,40 @@ def validate(config: Qwen25VLConfig) -> None:
          f"({vision.spatial_merge_size} x {vision.patch_size} pixels)")
   _check(all(0 <= i < vision.depth for i in vision.fullatt_block_indexes),
          f"fullatt_block_indexes {vision.fullatt_block_indexes} out of range for depth {vision.depth}")
+  check_tokens_and_run_options(config, _check)
+
+
+def check_sizes(config, check) -> None:
+  """Every int field of ``config.text`` / ``config.vision`` a positive int, every float a positive number (shared by
+  the families' configs; ``check(condition, message)`` raises their error)."""
+  for part, sub in (("text", config.text), ("vision", config.vision)):
+    for field in dataclasses.fields(sub):
+      value = getattr(sub, field.name)
+      if field.type == "int":
+        check(not isinstance(value, bool) and isinstance(value, int) and value >= 1,
+              f"{part} {field.name} must be a positive int, got {value!r}")
+      elif field.type == "float":
+        check(not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
+              f"{part} {field.name} must be a positive number, got {value!r}")
+
+
+def check_tokens_and_run_options(config, check) -> None:
+  """Special token ids inside the vocabulary, and the run options (dtypes, precision, attention kernel, remat,
+  max_frame_patches), for either family's config."""
+  text, vision = config.text, config.vision
   for name in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"):
     token = getattr(config, name)
-    _check(0 <= token < text.vocab_size, f"{name}={token} outside the vocabulary (size {text.vocab_size})")
-  _check(config.dtype in _DTYPES, f"dtype must be one of {sorted(_DTYPES)}, got {config.dtype!r}")
-  _check(config.param_dtype in _DTYPES, f"param_dtype must be one of {sorted(_DTYPES)}, got {config.param_dtype!r}")
-  _check(config.precision in _PRECISIONS, f"precision must be one of {_PRECISIONS}, got {config.precision!r}")
-  _check(config.attention_impl in _ATTENTION_IMPLS,
-         f"attention_impl must be one of {_ATTENTION_IMPLS}, got {config.attention_impl!r}")
-  _check(config.remat_policy is None or hasattr(jax.checkpoint_policies, config.remat_policy),
-         f"remat_policy {config.remat_policy!r} is not a jax.checkpoint_policies name")
-  _check(config.max_frame_patches is None or (isinstance(config.max_frame_patches, int)
-                                               and config.max_frame_patches >= vision.merge_unit),
-         f"max_frame_patches must be None or an int >= {vision.merge_unit}, got {config.max_frame_patches!r}")
+    check(0 <= token < text.vocab_size, f"{name}={token} outside the vocabulary (size {text.vocab_size})")
+  check(config.dtype in DTYPES, f"dtype must be one of {sorted(DTYPES)}, got {config.dtype!r}")
+  check(config.param_dtype in DTYPES, f"param_dtype must be one of {sorted(DTYPES)}, got {config.param_dtype!r}")
+  check(config.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {config.precision!r}")
+  check(config.attention_impl in ATTENTION_IMPLS,
+        f"attention_impl must be one of {ATTENTION_IMPLS}, got {config.attention_impl!r}")
+  check(config.remat_policy is None or hasattr(jax.checkpoint_policies, config.remat_policy),
+        f"remat_policy {config.remat_policy!r} is not a jax.checkpoint_policies name")
+  check(config.max_frame_patches is None or (isinstance(config.max_frame_patches, int)
+                                              and config.max_frame_patches >= vision.merge_unit),
+        f"max_frame_patches must be None or an int >= {vision.merge_unit}, got {config.max_frame_patches!r}")
 
 
 def _check(condition: bool, message: str) -> None:

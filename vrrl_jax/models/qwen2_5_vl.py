@@ -13,33 +13,19 @@ from __future__ import annotations
 import functools
 
 import flax.linen as nn
-import flax.struct
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from vrrl_jax.models import attention as attention_lib
 from vrrl_jax.models import kv_cache as kv_cache_lib
 from vrrl_jax.models import rope
 from vrrl_jax.models.config import Qwen25VLConfig
+from vrrl_jax.models.decoder import DecoderInputs, TextModel, scatter_image_features
 from vrrl_jax.models.inputs import ModelInputs, ModelOutput
-from vrrl_jax.models.layers import KERNEL_INIT, GatedMlp, RMSNorm, dense
+from vrrl_jax.models.layers import GatedMlp, RMSNorm, dense
 from vrrl_jax.models.vision import VisionInputs, VisionTower, prepare_vision_inputs
 
 KVCache = kv_cache_lib.KVCache
-
-
-@flax.struct.dataclass
-class DecoderInputs:
-  """What every decoder layer needs besides its hidden states (broadcast over scanned layers)."""
-
-  cos: jax.Array  # [B, S, hd]
-  sin: jax.Array
-  query_segment_ids: jax.Array  # [B, S]
-  kv_segment_ids: jax.Array  # [B, Skv] (Skv = S without a cache, max_len with one)
-  query_positions: jax.Array  # [B, S] sequence / cache-slot index (causal mask)
-  kv_positions: jax.Array  # [B, Skv]
-  write_slots: jax.Array | None  # [B, S] cache slots of this chunk, None without a cache
 
 
 def prepare_inputs(config: Qwen25VLConfig, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None,
@@ -87,15 +73,6 @@ def prepare_inputs(config: Qwen25VLConfig, input_ids, attention_mask=None, pixel
   return inputs, rope_deltas
 
 
-def scatter_image_features(embeds: jax.Array, features: jax.Array, is_image: jax.Array) -> jax.Array:
-  """Puts features[k] at the k-th image token in row-major (B, S) order (transformers' masked_scatter)."""
-  batch, length, dim = embeds.shape
-  flat_mask = is_image.reshape(-1)
-  index = jnp.clip(jnp.cumsum(flat_mask) - 1, 0, features.shape[0] - 1)
-  gathered = features[index].reshape(batch, length, dim).astype(embeds.dtype)
-  return jnp.where(is_image[..., None], gathered, embeds)
-
-
 class Attention(nn.Module):
   """GQA self-attention with q/k/v bias and M-RoPE; writes k, v to the cache (after RoPE) when there is one."""
 
@@ -131,14 +108,15 @@ class Attention(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-  """Pre-norm Qwen2 layer. Signature fits nn.scan: (carry, layer_index, inputs) -> (carry, None)."""
+  """Pre-norm Qwen2 layer. Signature fits nn.scan: (carry, layer_index, (inputs, None)) -> (carry, None)."""
 
   config: Qwen25VLConfig
 
   @nn.compact
-  def __call__(self, carry, layer_index, inputs: DecoderInputs):
+  def __call__(self, carry, layer_index, shared):
     cfg, text = self.config, self.config.text
     x, layer_kv = carry
+    inputs, _ = shared  # no per-layer additions in Qwen2.5-VL
     norm = lambda name: RMSNorm(text.rms_norm_eps, cfg.compute_dtype, cfg.weight_dtype, name=name)
     attn_out, layer_kv = Attention(cfg, name="self_attn")(norm("input_layernorm")(x), inputs, layer_kv, layer_index)
     x = x + attn_out
@@ -149,86 +127,12 @@ class DecoderLayer(nn.Module):
     return (x, layer_kv), None
 
 
-class TextModel(nn.Module):
-  """Embedding, decoder layers, final norm and LM head (tied to the embedding or not)."""
-
-  config: Qwen25VLConfig
-
-  def setup(self):
-    cfg, text = self.config, self.config.text
-    self.embed_tokens = self.param(
-        "embed_tokens", nn.with_logical_partitioning(KERNEL_INIT, ("vocab", "embed")),  # HF initializer_range
-        (text.vocab_size, text.hidden_size), cfg.weight_dtype)
-    layer_cls = DecoderLayer
-    if cfg.remat_policy is not None:
-      layer_cls = nn.remat(layer_cls, policy=cfg.remat_policy_fn, prevent_cse=not cfg.scan_layers)
-    if cfg.scan_layers:
-      self.layers = nn.scan(layer_cls, variable_axes={"params": 0}, split_rngs={"params": True},
-                            in_axes=(0, nn.broadcast), length=text.num_hidden_layers,
-                            metadata_params={nn.PARTITION_NAME: "layers"})(cfg)
-    else:
-      self.layers = [layer_cls(cfg) for _ in range(text.num_hidden_layers)]
-    self.norm = RMSNorm(text.rms_norm_eps, cfg.compute_dtype, cfg.weight_dtype)
-    if not cfg.tie_word_embeddings:
-      self.lm_head = self.param("lm_head", nn.with_logical_partitioning(KERNEL_INIT, ("embed", "vocab")),
-                                (text.hidden_size, text.vocab_size), cfg.weight_dtype)
-
-  def embed(self, input_ids: jax.Array) -> jax.Array:
-    return self.embed_tokens[input_ids].astype(self.config.compute_dtype)
-
-  def __call__(self, embeds, positions, segment_ids, cache: KVCache | None, return_logits: bool = True):
-    """Embeddings [B, S, D] -> (logits [B, S, V] float32, or final hidden states when not return_logits;
-    updated cache)."""
-    cfg, text = self.config, self.config.text
-    batch, length = segment_ids.shape
-    cos, sin = rope.mrope_cos_sin(positions, text.head_dim, text.rope_theta, text.mrope_section,
-                                  cfg.compute_dtype)
-    if cache is None:
-      sequence = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
-      inputs = DecoderInputs(cos, sin, segment_ids, segment_ids, sequence, sequence, None)
-      layer_kv = None
-    else:
-      slots = kv_cache_lib.chunk_slots(cache.lengths, length)
-      kv_segment_ids = kv_cache_lib.write_rows(cache.segment_ids, slots, segment_ids)
-      cache_positions = jnp.broadcast_to(jnp.arange(cache.max_len, dtype=jnp.int32), (batch, cache.max_len))
-      inputs = DecoderInputs(cos, sin, segment_ids, kv_segment_ids, slots, cache_positions, slots)
-      layer_kv = (cache.key, cache.value)
-
-    x = nn.with_logical_constraint(embeds, ("activation_batch", "activation_length", "activation_embed"))
-    if cfg.scan_layers:
-      (x, layer_kv), _ = self.layers((x, layer_kv), jnp.arange(text.num_hidden_layers), inputs)
-    else:
-      for i, layer in enumerate(self.layers):
-        (x, layer_kv), _ = layer((x, layer_kv), jnp.asarray(i), inputs)
-    x = self.norm(x)
-    new_cache = None
-    if cache is not None:
-      new_cache = KVCache(key=layer_kv[0], value=layer_kv[1], segment_ids=inputs.kv_segment_ids,
-                          lengths=kv_cache_lib.advanced_lengths(cache.lengths, segment_ids))
-    if not return_logits:
-      return x, new_cache
-    return self.logits(x), new_cache
-
-  def logits(self, hidden: jax.Array) -> jax.Array:
-    """LM head on final (normed) hidden states [..., D] -> float32 logits [..., V].
-
-    Separate so callers can apply it to a few positions (decode) or in chunks (log-probs for RL) instead of
-    materialising [batch, seq, vocab] at once.
-    """
-    cfg = self.config
-    if cfg.tie_word_embeddings:
-      return jnp.einsum("...d,vd->...v", hidden, self.embed_tokens.astype(hidden.dtype),
-                        precision=cfg.matmul_precision, preferred_element_type=jnp.float32)
-    return jnp.einsum("...d,dv->...v", hidden, self.lm_head.astype(hidden.dtype), precision=cfg.matmul_precision,
-                      preferred_element_type=jnp.float32)
-
-
 class Qwen25VL(nn.Module):
   config: Qwen25VLConfig
 
   def setup(self):
     self.visual = VisionTower(self.config)
-    self.language_model = TextModel(self.config)
+    self.language_model = TextModel(self.config, DecoderLayer)
 
   def __call__(self, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None,
                mm_token_type_ids=None) -> ModelOutput:
@@ -251,7 +155,7 @@ class Qwen25VL(nn.Module):
     if inputs.vision is not None:
       features = self.visual(inputs.vision)
       embeds = scatter_image_features(embeds, features, inputs.input_ids == self.config.image_token_id)
-    out, cache = self.language_model(embeds, inputs.positions, inputs.segment_ids, cache, return_logits)
+    out, cache = self.language_model(embeds, inputs.positions, inputs.segment_ids, cache, None, return_logits)
     return ModelOutput(logits=out, cache=cache)
 
   def lm_logits(self, hidden: jax.Array) -> jax.Array:

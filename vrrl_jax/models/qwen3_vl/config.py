@@ -13,11 +13,9 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import jax
-import jax.numpy as jnp
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-_PRECISIONS = ("default", "high", "highest")
-_ATTENTION_IMPLS = ("xla",)
+from vrrl_jax.models import config as base_config
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,11 +98,11 @@ class Qwen3VLConfig:
 
   @property
   def compute_dtype(self):
-    return _DTYPES[self.dtype]
+    return base_config.DTYPES[self.dtype]
 
   @property
   def weight_dtype(self):
-    return _DTYPES[self.param_dtype]
+    return base_config.DTYPES[self.param_dtype]
 
   @property
   def matmul_precision(self) -> jax.lax.Precision:
@@ -177,15 +175,7 @@ class Qwen3VLConfig:
 def validate(config: Qwen3VLConfig) -> None:
   """Raises ValueError naming the first inconsistent field."""
   text, vision = config.text, config.vision
-  for part, sub in (("text", text), ("vision", vision)):
-    for field in dataclasses.fields(sub):
-      value = getattr(sub, field.name)
-      if field.type == "int":
-        _check(not isinstance(value, bool) and isinstance(value, int) and value >= 1,
-               f"{part} {field.name} must be a positive int, got {value!r}")
-      elif field.type == "float":
-        _check(not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
-               f"{part} {field.name} must be a positive number, got {value!r}")
+  base_config.check_sizes(config, _check)
   _check(text.num_attention_heads % text.num_key_value_heads == 0,
          f"num_attention_heads {text.num_attention_heads} not divisible by num_key_value_heads "
          f"{text.num_key_value_heads}")
@@ -204,19 +194,7 @@ def validate(config: Qwen3VLConfig) -> None:
          f"deepstack_visual_indexes {vision.deepstack_visual_indexes} repeat a block")
   _check(len(vision.deepstack_visual_indexes) <= text.num_hidden_layers,
          f"{len(vision.deepstack_visual_indexes)} DeepStack features but only {text.num_hidden_layers} decoder layers")
-  for name in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"):
-    token = getattr(config, name)
-    _check(0 <= token < text.vocab_size, f"{name}={token} outside the vocabulary (size {text.vocab_size})")
-  _check(config.dtype in _DTYPES, f"dtype must be one of {sorted(_DTYPES)}, got {config.dtype!r}")
-  _check(config.param_dtype in _DTYPES, f"param_dtype must be one of {sorted(_DTYPES)}, got {config.param_dtype!r}")
-  _check(config.precision in _PRECISIONS, f"precision must be one of {_PRECISIONS}, got {config.precision!r}")
-  _check(config.attention_impl in _ATTENTION_IMPLS,
-         f"attention_impl must be one of {_ATTENTION_IMPLS}, got {config.attention_impl!r}")
-  _check(config.remat_policy is None or hasattr(jax.checkpoint_policies, config.remat_policy),
-         f"remat_policy {config.remat_policy!r} is not a jax.checkpoint_policies name")
-  _check(config.max_frame_patches is None or (isinstance(config.max_frame_patches, int)
-                                               and config.max_frame_patches >= vision.merge_unit),
-         f"max_frame_patches must be None or an int >= {vision.merge_unit}, got {config.max_frame_patches!r}")
+  base_config.check_tokens_and_run_options(config, _check)
 
 
 def _check(condition: bool, message: str) -> None:

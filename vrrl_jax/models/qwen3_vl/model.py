@@ -20,9 +20,9 @@ import numpy as np
 from vrrl_jax.models import attention as attention_lib
 from vrrl_jax.models import kv_cache as kv_cache_lib
 from vrrl_jax.models import rope
-from vrrl_jax.models.layers import KERNEL_INIT, GatedMlp, RMSNorm, dense
+from vrrl_jax.models.decoder import DecoderInputs, TextModel, scatter_image_features
 from vrrl_jax.models.inputs import ModelInputs, ModelOutput
-from vrrl_jax.models.qwen2_5_vl import DecoderInputs, scatter_image_features
+from vrrl_jax.models.layers import GatedMlp, RMSNorm, dense
 from vrrl_jax.models.qwen3_vl.config import Qwen3VLConfig
 from vrrl_jax.models.qwen3_vl.vision import VisionInputs, VisionTower, prepare_vision_inputs
 
@@ -132,81 +132,12 @@ class DecoderLayer(nn.Module):
     return (x, layer_kv), None
 
 
-class TextModel(nn.Module):
-  """Embedding, decoder layers (DeepStack additions after the first ones), final norm and LM head."""
-
-  config: Qwen3VLConfig
-
-  def setup(self):
-    cfg, text = self.config, self.config.text
-    self.embed_tokens = self.param("embed_tokens", nn.with_logical_partitioning(KERNEL_INIT, ("vocab", "embed")),
-                                   (text.vocab_size, text.hidden_size), cfg.weight_dtype)
-    layer_cls = DecoderLayer
-    if cfg.remat_policy is not None:
-      layer_cls = nn.remat(layer_cls, policy=cfg.remat_policy_fn, prevent_cse=not cfg.scan_layers)
-    if cfg.scan_layers:
-      self.layers = nn.scan(layer_cls, variable_axes={"params": 0}, split_rngs={"params": True},
-                            in_axes=(0, nn.broadcast), length=text.num_hidden_layers,
-                            metadata_params={nn.PARTITION_NAME: "layers"})(cfg)
-    else:
-      self.layers = [layer_cls(cfg) for _ in range(text.num_hidden_layers)]
-    self.norm = RMSNorm(text.rms_norm_eps, cfg.compute_dtype, cfg.weight_dtype)
-    if not cfg.tie_word_embeddings:
-      self.lm_head = self.param("lm_head", nn.with_logical_partitioning(KERNEL_INIT, ("embed", "vocab")),
-                                (text.hidden_size, text.vocab_size), cfg.weight_dtype)
-
-  def embed(self, input_ids: jax.Array) -> jax.Array:
-    return self.embed_tokens[input_ids].astype(self.config.compute_dtype)
-
-  def __call__(self, embeds, positions, segment_ids, cache: KVCache | None, deep: jax.Array | None = None,
-               return_logits: bool = True):
-    """Embeddings [B, S, D] (and DeepStack additions ``deep`` [n, B, S, D] or None) -> (logits [B, S, V] float32,
-    or the final hidden states when not return_logits; the updated cache)."""
-    cfg, text = self.config, self.config.text
-    batch, length = segment_ids.shape
-    cos, sin = rope.mrope_cos_sin(positions, text.head_dim, text.rope_theta, text.mrope_section, cfg.compute_dtype,
-                                  interleaved=True)
-    if cache is None:
-      sequence = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
-      inputs = DecoderInputs(cos, sin, segment_ids, segment_ids, sequence, sequence, None)
-      layer_kv = None
-    else:
-      slots = kv_cache_lib.chunk_slots(cache.lengths, length)
-      kv_segment_ids = kv_cache_lib.write_rows(cache.segment_ids, slots, segment_ids)
-      cache_positions = jnp.broadcast_to(jnp.arange(cache.max_len, dtype=jnp.int32), (batch, cache.max_len))
-      inputs = DecoderInputs(cos, sin, segment_ids, kv_segment_ids, slots, cache_positions, slots)
-      layer_kv = (cache.key, cache.value)
-    x = nn.with_logical_constraint(embeds, ("activation_batch", "activation_length", "activation_embed"))
-    if cfg.scan_layers:
-      (x, layer_kv), _ = self.layers((x, layer_kv), jnp.arange(text.num_hidden_layers), (inputs, deep))
-    else:
-      for i, layer in enumerate(self.layers):
-        (x, layer_kv), _ = layer((x, layer_kv), i, (inputs, deep))
-    x = self.norm(x)
-    new_cache = None
-    if cache is not None:
-      new_cache = KVCache(key=layer_kv[0], value=layer_kv[1], segment_ids=inputs.kv_segment_ids,
-                          lengths=kv_cache_lib.advanced_lengths(cache.lengths, segment_ids))
-    if not return_logits:
-      return x, new_cache
-    return self.logits(x), new_cache
-
-  def logits(self, hidden: jax.Array) -> jax.Array:
-    """LM head on final (normed) hidden states [..., D] -> float32 logits [..., V]."""
-    cfg = self.config
-    if cfg.tie_word_embeddings:
-      return jnp.einsum("...d,vd->...v", hidden, self.embed_tokens.astype(hidden.dtype),
-                        precision=cfg.matmul_precision, preferred_element_type=jnp.float32)
-    return jnp.einsum("...d,dv->...v", hidden, self.lm_head.astype(hidden.dtype), precision=cfg.matmul_precision,
-                      preferred_element_type=jnp.float32)
-
-
 class Qwen3VL(nn.Module):
   config: Qwen3VLConfig
 
   def setup(self):
     self.visual = VisionTower(self.config)
-    self.language_model = TextModel(self.config)
+    self.language_model = TextModel(self.config, DecoderLayer, interleaved_mrope=True)
 
   def __call__(self, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None,
                mm_token_type_ids=None) -> ModelOutput:

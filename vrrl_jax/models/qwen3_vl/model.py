@@ -21,6 +21,7 @@ from vrrl_jax.models import attention as attention_lib
 from vrrl_jax.models import kv_cache as kv_cache_lib
 from vrrl_jax.models import rope
 from vrrl_jax.models.decoder import DecoderInputs, TextModel, scatter_image_features
+from vrrl_jax.models import inputs as inputs_lib
 from vrrl_jax.models.inputs import ModelInputs, ModelOutput
 from vrrl_jax.models.layers import GatedMlp, RMSNorm, dense
 from vrrl_jax.models.qwen3_vl.config import Qwen3VLConfig
@@ -31,41 +32,10 @@ KVCache = kv_cache_lib.KVCache
 
 def prepare_inputs(config: Qwen3VLConfig, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None,
                    mm_token_type_ids=None, patch_multiple: int = 256) -> tuple[ModelInputs, np.ndarray]:
-  """Host-side preparation of processor outputs: M-RoPE positions (Qwen3-VL's `get_rope_index` equals Qwen2.5-VL's
-  for images) and packed vision inputs. Returns the inputs and rope_deltas [B]. mm_token_type_ids, when absent,
-  is derived as input_ids == image_token_id."""
-  input_ids = np.asarray(input_ids)
-  if input_ids.ndim != 2:
-    raise ValueError(f"input_ids must be [batch, seq], got shape {input_ids.shape}")
-  attention_mask = np.ones_like(input_ids) if attention_mask is None else np.asarray(attention_mask)
-  if attention_mask.shape != input_ids.shape:
-    raise ValueError(f"attention_mask shape {attention_mask.shape} != input_ids shape {input_ids.shape}")
-  is_image = input_ids == config.image_token_id
-  if mm_token_type_ids is None:  # what the processor returns: 1 at the image tokens
-    mm_token_type_ids = is_image.astype(np.int32)
-  mm_token_type_ids = np.asarray(mm_token_type_ids)
-  if mm_token_type_ids.shape != input_ids.shape:
-    raise ValueError(f"mm_token_type_ids shape {mm_token_type_ids.shape} != input_ids shape {input_ids.shape}")
-  if not np.array_equal(mm_token_type_ids == 1, is_image):
-    raise ValueError("mm_token_type_ids == 1 must mark exactly the image_token_id positions")
-  if (pixel_values is None) != (image_grid_thw is None):
-    raise ValueError("pixel_values and image_grid_thw must be given together")
-  vision = None
-  if image_grid_thw is not None:
-    image_grid_thw = np.asarray(image_grid_thw).reshape(-1, 3)
-    num_features = int(np.prod(image_grid_thw, axis=1).sum()) // config.vision.merge_unit
-    if int(is_image.sum()) != num_features:
-      raise ValueError(f"image features and image tokens do not match: {int(is_image.sum())} image tokens, "
-                       f"{num_features} features from image_grid_thw")
-    vision = prepare_vision_inputs(pixel_values, image_grid_thw, config.vision, patch_multiple,
-                                   config.max_frame_patches)
-  elif is_image.any():
-    raise ValueError(f"input_ids hold {int(is_image.sum())} image tokens but no pixel_values were given")
-  positions, rope_deltas = rope.get_rope_index(input_ids, mm_token_type_ids, image_grid_thw, attention_mask,
-                                               config.vision.spatial_merge_size)
-  inputs = ModelInputs(input_ids=input_ids.astype(np.int32), segment_ids=attention_mask.astype(np.int32),
-                       positions=positions, vision=vision)
-  return inputs, rope_deltas
+  """Host-side preparation of processor outputs (`vrrl_jax.models.inputs.prepare_inputs`; Qwen3-VL's
+  `get_rope_index` equals Qwen2.5-VL's for images). Returns the inputs and rope_deltas [B]."""
+  return inputs_lib.prepare_inputs(config, prepare_vision_inputs, input_ids, attention_mask, pixel_values,
+                                   image_grid_thw, mm_token_type_ids, patch_multiple)
 
 
 class Attention(nn.Module):

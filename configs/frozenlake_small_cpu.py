@@ -18,6 +18,9 @@ _spec.loader.exec_module(frozenlake_tiny_cpu)
 def get_config():
   c = frozenlake_tiny_cpu.get_config()
   c.sft.steps = 1500
+  # Trained on the wrong routes too: after 1,500 steps the first routes head for the gift (strict success 0.38 of
+  # L3-L5 maps, SFT alone; BENCHMARKS.md, "reflection SFT from the caption-pretrained model").
+  c.sft.wrong_route_loss = True
   c.rl.steps = 40
   c.rl.samples_per_prompt = 8  # more samples per question: more groups with a reward spread survive filtering
   c.rl.update_min_rows = 16

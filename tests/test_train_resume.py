@@ -17,6 +17,8 @@ ARGS = [
     "--config.rl.steps=4", "--config.rl.prompts_per_step=2", "--config.rl.samples_per_prompt=2",
     "--config.rl.max_turns=3", "--config.rl.max_new_tokens=16", "--config.rl.filter.enabled=False",
     "--config.rl.buffer.min_size=1", "--config.rl.temperature=1.0", "--config.rl.update_min_rows=4",
+    # From scratch (not the shipped checkpoint), with the config's architecture cut to one layer and one block.
+    "--config.init_checkpoint=",
     "--config.model.text_config.num_hidden_layers=1", "--config.model.vision_config.depth=1",
     "--config.model.vision_config.fullatt_block_indexes=(0,)",
     "--config.eval.levels=()", "--config.checkpoint.every=1", "--config.checkpoint.keep=3",

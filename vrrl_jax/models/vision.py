@@ -84,14 +84,10 @@ def window_index(image_grid_thw: np.ndarray, vision: VisionConfig) -> tuple[np.n
   return np.concatenate(order), np.concatenate(window_ids)
 
 
-def prepare_vision_inputs(pixel_values: np.ndarray, image_grid_thw: np.ndarray, vision: VisionConfig,
-                          patch_multiple: int = 256, max_frame_patches: int | None = None) -> VisionInputs:
-  """Packs the processor's `pixel_values` / `image_grid_thw` into static-shape VisionInputs.
-
-  The patch count is padded up to a multiple of `patch_multiple` (itself a multiple of merge_unit), so every batch
-  whose images total the same bucket reuses one compiled program. `max_frame_patches` (the model config's) is
-  checked here: the banded full attention would silently drop keys of a larger frame.
-  """
+def checked_vision_arrays(pixel_values, image_grid_thw, vision, patch_multiple: int,
+                          max_frame_patches: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+  """(pixel_values float32, image_grid_thw [n, 3] int64, patch count) after checking them against the vision config
+  (either family's) and the padding multiple; a clear ValueError otherwise."""
   pixel_values = np.asarray(pixel_values, np.float32)
   grid = np.asarray(image_grid_thw, np.int64).reshape(-1, 3)
   unit, merge = vision.merge_unit, vision.spatial_merge_size
@@ -109,6 +105,20 @@ def prepare_vision_inputs(pixel_values: np.ndarray, image_grid_thw: np.ndarray, 
   if pixel_values.shape != (num_patches, vision.patch_dim):
     raise ValueError(f"pixel_values shape {pixel_values.shape} does not match image_grid_thw "
                      f"({num_patches} patches of {vision.patch_dim} values)")
+  return pixel_values, grid, num_patches
+
+
+def prepare_vision_inputs(pixel_values: np.ndarray, image_grid_thw: np.ndarray, vision: VisionConfig,
+                          patch_multiple: int = 256, max_frame_patches: int | None = None) -> VisionInputs:
+  """Packs the processor's `pixel_values` / `image_grid_thw` into static-shape VisionInputs.
+
+  The patch count is padded up to a multiple of `patch_multiple` (itself a multiple of merge_unit), so every batch
+  whose images total the same bucket reuses one compiled program. `max_frame_patches` (the model config's) is
+  checked here: the banded full attention would silently drop keys of a larger frame.
+  """
+  pixel_values, grid, num_patches = checked_vision_arrays(pixel_values, image_grid_thw, vision, patch_multiple,
+                                                          max_frame_patches)
+  unit, merge = vision.merge_unit, vision.spatial_merge_size
 
   token_window_order, token_window_ids = window_index(grid, vision)
   num_tokens = num_patches // unit

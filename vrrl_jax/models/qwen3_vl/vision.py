@@ -22,7 +22,8 @@ import numpy as np
 from vrrl_jax.models import rope
 from vrrl_jax.models.layers import KERNEL_INIT, dense
 from vrrl_jax.models.qwen3_vl.config import Qwen3VLConfig, VisionConfig
-from vrrl_jax.models.vision import PAD_SEGMENT, VisionAttention, merge_block_positions, round_up
+from vrrl_jax.models.vision import (PAD_SEGMENT, VisionAttention, checked_vision_arrays, merge_block_positions,
+                                    round_up)
 
 
 @flax.struct.dataclass
@@ -63,23 +64,9 @@ def prepare_vision_inputs(pixel_values: np.ndarray, image_grid_thw: np.ndarray, 
                           patch_multiple: int = 256, max_frame_patches: int | None = None) -> VisionInputs:
   """Packs the processor's `pixel_values` / `image_grid_thw` into static-shape VisionInputs (padded to a multiple
   of `patch_multiple` patches, so batches of the same bucket share one compiled program)."""
-  pixel_values = np.asarray(pixel_values, np.float32)
-  grid = np.asarray(image_grid_thw, np.int64).reshape(-1, 3)
-  unit, merge = vision.merge_unit, vision.spatial_merge_size
-  if patch_multiple <= 0 or patch_multiple % unit:
-    raise ValueError(f"patch_multiple={patch_multiple} must be a positive multiple of {unit} (merge unit)")
-  if grid.shape[0] == 0 or np.any(grid <= 0):
-    raise ValueError(f"image_grid_thw must hold positive (t, h, w) rows, got {grid.tolist()}")
-  if np.any(grid[:, 1:] % merge):
-    raise ValueError(f"grid h and w must be multiples of spatial_merge_size={merge}, got {grid.tolist()}")
-  num_patches = int(np.prod(grid, axis=1).sum())
-  if max_frame_patches is not None and np.any(grid[:, 1] * grid[:, 2] > max_frame_patches):
-    raise ValueError(f"an image frame has {int(np.max(grid[:, 1] * grid[:, 2]))} patches, more than the model's "
-                     f"max_frame_patches={max_frame_patches} (image_grid_thw {grid.tolist()}); resize the images "
-                     "(image processor max_pixels) or raise max_frame_patches")
-  if pixel_values.shape != (num_patches, vision.patch_dim):
-    raise ValueError(f"pixel_values shape {pixel_values.shape} does not match image_grid_thw "
-                     f"({num_patches} patches of {vision.patch_dim} values)")
+  pixel_values, grid, num_patches = checked_vision_arrays(pixel_values, image_grid_thw, vision, patch_multiple,
+                                                          max_frame_patches)
+  merge = vision.spatial_merge_size
   frame_sizes = np.repeat(grid[:, 1] * grid[:, 2], grid[:, 0])
   frame_ids = np.repeat(np.arange(len(frame_sizes)), frame_sizes)
   taps, weights = position_interpolation(grid, vision.position_side, merge)

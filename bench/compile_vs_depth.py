@@ -41,8 +41,7 @@ def compile_seconds(family: str, depth: int, scan: bool) -> float:
   rng = np.random.default_rng(0)
   grids = [(1, 8, 8)]
   ids, mask = qwen_tiny.left_pad([qwen_tiny.make_row(rng, [20, grids[0], 20])])
-  inputs, _ = families.prepare_inputs(config, ids, mask, qwen_tiny.random_pixels(grids, rng, family),
-                                      np.array(grids))
+  inputs, _ = families.prepare_inputs(config, ids, mask, qwen_tiny.random_pixels(grids, rng, family), np.array(grids))
   model = families.build(config)
   forward = jax.jit(lambda p, x: model.apply({"params": p}, x, method="forward").logits)
   start = time.perf_counter()
@@ -56,11 +55,24 @@ def main():
   parser.add_argument("--depths", default="4,8,16")
   args = parser.parse_args()
   depths = [int(d) for d in args.depths.split(",")]
-  results = {f"{'scan' if scan else 'unrolled'}_depth{d}": round(compile_seconds(args.family, d, scan), 2)
-             for scan in (True, False) for d in depths}
-  print(json.dumps(dict(date=datetime.date.today().isoformat(), bench="compile_vs_depth", family=args.family,
-                        machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), jax=jax.__version__,
-                        compile_s=results)))
+  results = {
+    f"{'scan' if scan else 'unrolled'}_depth{d}": round(compile_seconds(args.family, d, scan), 2)
+    for scan in (True, False)
+    for d in depths
+  }
+  print(
+    json.dumps(
+      dict(
+        date=datetime.date.today().isoformat(),
+        bench="compile_vs_depth",
+        family=args.family,
+        machine=platform.processor() or platform.machine(),
+        cpus=os.cpu_count(),
+        jax=jax.__version__,
+        compile_s=results,
+      )
+    )
+  )
 
 
 if __name__ == "__main__":

@@ -43,33 +43,92 @@ IMAGE_TOKEN_ID, VIDEO_TOKEN_ID, VISION_START_ID, VISION_END_ID = VOCAB - 4, VOCA
 PATCH_DIMS = {"qwen2_5_vl": 3 * 2 * 14 * 14, "qwen3_vl": 3 * 2 * 16 * 16}
 
 QWEN25_CONFIG = dict(
-    model_type="qwen2_5_vl",
-    text_config=dict(vocab_size=VOCAB, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
-                     num_attention_heads=12, num_key_value_heads=4, rms_norm_eps=1e-6, max_position_embeddings=4096,
-                     hidden_act="silu",
-                     rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [8, 12, 12]},
-                     bos_token_id=None, eos_token_id=None, pad_token_id=None),
-    vision_config=dict(depth=6, hidden_size=384, intermediate_size=1024, num_heads=6, hidden_act="silu",
-                       in_channels=3, patch_size=14, temporal_patch_size=2, spatial_merge_size=2, window_size=112,
-                       fullatt_block_indexes=[2, 5], out_hidden_size=768, tokens_per_second=2),
-    image_token_id=IMAGE_TOKEN_ID, video_token_id=VIDEO_TOKEN_ID, vision_start_token_id=VISION_START_ID,
-    vision_end_token_id=VISION_END_ID, tie_word_embeddings=False)
+  model_type="qwen2_5_vl",
+  text_config=dict(
+    vocab_size=VOCAB,
+    hidden_size=768,
+    intermediate_size=2048,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    num_key_value_heads=4,
+    rms_norm_eps=1e-6,
+    max_position_embeddings=4096,
+    hidden_act="silu",
+    rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [8, 12, 12]},
+    bos_token_id=None,
+    eos_token_id=None,
+    pad_token_id=None,
+  ),
+  vision_config=dict(
+    depth=6,
+    hidden_size=384,
+    intermediate_size=1024,
+    num_heads=6,
+    hidden_act="silu",
+    in_channels=3,
+    patch_size=14,
+    temporal_patch_size=2,
+    spatial_merge_size=2,
+    window_size=112,
+    fullatt_block_indexes=[2, 5],
+    out_hidden_size=768,
+    tokens_per_second=2,
+  ),
+  image_token_id=IMAGE_TOKEN_ID,
+  video_token_id=VIDEO_TOKEN_ID,
+  vision_start_token_id=VISION_START_ID,
+  vision_end_token_id=VISION_END_ID,
+  tie_word_embeddings=False,
+)
 QWEN3_CONFIG = dict(
-    model_type="qwen3_vl",
-    text_config=dict(vocab_size=VOCAB, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
-                     num_attention_heads=12, num_key_value_heads=4, head_dim=64, rms_norm_eps=1e-6,
-                     max_position_embeddings=4096, hidden_act="silu", attention_bias=False,
-                     rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [12, 10, 10],
-                                      "mrope_interleaved": True},
-                     bos_token_id=None, eos_token_id=None, pad_token_id=None),
-    vision_config=dict(depth=6, hidden_size=384, intermediate_size=1024, num_heads=6, hidden_act="gelu_pytorch_tanh",
-                       in_channels=3, patch_size=16, temporal_patch_size=2, spatial_merge_size=2, out_hidden_size=768,
-                       num_position_embeddings=2304, deepstack_visual_indexes=[1, 3, 5]),
-    image_token_id=IMAGE_TOKEN_ID, video_token_id=VIDEO_TOKEN_ID, vision_start_token_id=VISION_START_ID,
-    vision_end_token_id=VISION_END_ID, tie_word_embeddings=False)
+  model_type="qwen3_vl",
+  text_config=dict(
+    vocab_size=VOCAB,
+    hidden_size=768,
+    intermediate_size=2048,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    num_key_value_heads=4,
+    head_dim=64,
+    rms_norm_eps=1e-6,
+    max_position_embeddings=4096,
+    hidden_act="silu",
+    attention_bias=False,
+    rope_parameters={
+      "rope_type": "default",
+      "rope_theta": 5000000.0,
+      "mrope_section": [12, 10, 10],
+      "mrope_interleaved": True,
+    },
+    bos_token_id=None,
+    eos_token_id=None,
+    pad_token_id=None,
+  ),
+  vision_config=dict(
+    depth=6,
+    hidden_size=384,
+    intermediate_size=1024,
+    num_heads=6,
+    hidden_act="gelu_pytorch_tanh",
+    in_channels=3,
+    patch_size=16,
+    temporal_patch_size=2,
+    spatial_merge_size=2,
+    out_hidden_size=768,
+    num_position_embeddings=2304,
+    deepstack_visual_indexes=[1, 3, 5],
+  ),
+  image_token_id=IMAGE_TOKEN_ID,
+  video_token_id=VIDEO_TOKEN_ID,
+  vision_start_token_id=VISION_START_ID,
+  vision_end_token_id=VISION_END_ID,
+  tie_word_embeddings=False,
+)
 HF_CONFIGS = {"qwen2_5_vl": QWEN25_CONFIG, "qwen3_vl": QWEN3_CONFIG}
-HF_CLASSES = {"qwen2_5_vl": ("Qwen2_5_VLConfig", "Qwen2_5_VLForConditionalGeneration"),
-              "qwen3_vl": ("Qwen3VLConfig", "Qwen3VLForConditionalGeneration")}
+HF_CLASSES = {
+  "qwen2_5_vl": ("Qwen2_5_VLConfig", "Qwen2_5_VLForConditionalGeneration"),
+  "qwen3_vl": ("Qwen3VLConfig", "Qwen3VLForConditionalGeneration"),
+}
 
 # Two images (32x32 patches, 256 merged tokens each) between text runs: 1,000 tokens in all.
 GRIDS = [(1, 32, 32), (1, 32, 32)]
@@ -113,12 +172,22 @@ def forward_flops(config, seq_len: int, grids) -> dict[str, float]:
   if qwen3:
     num_full, window_pairs, mlp_matrices, mergers = v.depth, 0, 2, 1 + len(v.deepstack_visual_indexes)
   else:
-    window_patches = (v.window_merged * v.spatial_merge_size)**2
+    window_patches = (v.window_merged * v.spatial_merge_size) ** 2
     window_pairs = sum(n * min(n, window_patches) for n in frame_patches)
     num_full, mlp_matrices, mergers = len(v.fullatt_block_indexes), 3, 1
-  vision_dense = 2 * patches * (v.patch_dim * v.hidden_size + v.depth * (
-      v.hidden_size * 3 * v.hidden_size + v.hidden_size * v.hidden_size
-      + mlp_matrices * v.hidden_size * v.intermediate_size))
+  vision_dense = (
+    2
+    * patches
+    * (
+      v.patch_dim * v.hidden_size
+      + v.depth
+      * (
+        v.hidden_size * 3 * v.hidden_size
+        + v.hidden_size * v.hidden_size
+        + mlp_matrices * v.hidden_size * v.intermediate_size
+      )
+    )
+  )
   merged = v.hidden_size * v.merge_unit
   vision_dense += 2 * tokens * mergers * (merged * merged + merged * v.out_hidden_size)
   vision_attn = 4 * v.hidden_size * (num_full * frame_pairs + (v.depth - num_full) * window_pairs)
@@ -127,8 +196,13 @@ def forward_flops(config, seq_len: int, grids) -> dict[str, float]:
   text_dense = 2 * seq_len * t.num_hidden_layers * (qkvo + 3 * d * t.intermediate_size)
   text_attn = 4 * t.num_attention_heads * hd * t.num_hidden_layers * seq_len * (seq_len + 1) // 2
   lm_head = 2 * seq_len * d * t.vocab_size
-  parts = dict(vision_dense=vision_dense, vision_attention=vision_attn, text_dense=text_dense,
-               text_attention=text_attn, lm_head=lm_head)
+  parts = dict(
+    vision_dense=vision_dense,
+    vision_attention=vision_attn,
+    text_dense=text_dense,
+    text_attention=text_attn,
+    lm_head=lm_head,
+  )
   return {k: float(x) for k, x in parts.items()}
 
 
@@ -150,11 +224,18 @@ def _timed(fn) -> float:
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--repeats", type=int, default=5, help="timed runs of each forward (after one warm-up)")
-  parser.add_argument("--torch-threads", type=int, default=None,
-                      help="torch.set_num_threads; default: leave torch's default (the number of cores)")
-  parser.add_argument("--hf-attn", default="eager,sdpa",
-                      help="comma-separated transformers attn_implementations to time; the first one gives "
-                           "ratio_hf_over_ours (the issue compares against eager)")
+  parser.add_argument(
+    "--torch-threads",
+    type=int,
+    default=None,
+    help="torch.set_num_threads; default: leave torch's default (the number of cores)",
+  )
+  parser.add_argument(
+    "--hf-attn",
+    default="eager,sdpa",
+    help="comma-separated transformers attn_implementations to time; the first one gives "
+    "ratio_hf_over_ours (the issue compares against eager)",
+  )
   parser.add_argument("--peak-size", type=int, default=2048, help="side of the square matmul for the peak")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--family", default="qwen2_5_vl", choices=sorted(HF_CONFIGS))
@@ -172,9 +253,13 @@ def main():
     hf_models[attn].load_state_dict(hf_models[attn_impls[0]].state_dict())
   hf_model = hf_models[attn_impls[0]]
   ids, pixels, grids = build_inputs(np.random.default_rng(args.seed), PATCH_DIMS[args.family])
-  hf_kwargs = dict(input_ids=torch.tensor(ids), attention_mask=torch.ones_like(torch.tensor(ids)),
-                   mm_token_type_ids=torch.tensor((ids == IMAGE_TOKEN_ID).astype(np.int64)),
-                   pixel_values=torch.tensor(pixels), image_grid_thw=torch.tensor(grids))
+  hf_kwargs = dict(
+    input_ids=torch.tensor(ids),
+    attention_mask=torch.ones_like(torch.tensor(ids)),
+    mm_token_type_ids=torch.tensor((ids == IMAGE_TOKEN_ID).astype(np.int64)),
+    pixel_values=torch.tensor(pixels),
+    image_grid_thw=torch.tensor(grids),
+  )
 
   def hf_forward(model):
     with torch.inference_mode():
@@ -213,19 +298,41 @@ def main():
   hf_s = {attn: statistics.median(t) for attn, t in hf_times.items()}
   ours_s = statistics.median(our_times)
   achieved = total_flops / ours_s / 1e9
-  print(json.dumps(dict(
-      date=datetime.date.today().isoformat(), bench="forward_vs_hf", family=args.family, machine=platform.processor() or platform.machine(),
-      cpus=os.cpu_count(), jax=jax.__version__, torch=torch.__version__, torch_threads=torch.get_num_threads(),
-      params=num_params, seq_len=int(ids.shape[1]), image_patches=int(pixels.shape[0]), repeats=args.repeats,
-      ours_s=round(ours_s, 4), **{f"hf_{attn}_s": round(t, 4) for attn, t in hf_s.items()},
-      ratio_hf_over_ours=round(hf_s[attn_impls[0]] / ours_s, 3), ratio_vs=attn_impls[0],
-      **{f"ratio_hf_{attn}_over_ours": round(t / ours_s, 3) for attn, t in hf_s.items()},
-      ours_s_all=[round(x, 3) for x in our_times], **{f"hf_{attn}_s_all": [round(x, 3) for x in t]
-                                                     for attn, t in hf_times.items()},
-      ours_compile_s=round(compile_s, 2), logits_rel_err=rel_errs, flops_counting="analytic_matmuls",
-      gflop=round(total_flops / 1e9, 2), gflop_by_part={k: round(x / 1e9, 2) for k, x in flops.items()},
-      ours_gflops=round(achieved, 1), matmul_peak_gflops=round(peak, 1), peak_matmul_size=args.peak_size,
-      peak_rule="best of 3 matmuls after each round", ours_fraction_of_peak=round(achieved / peak, 3))))
+  print(
+    json.dumps(
+      dict(
+        date=datetime.date.today().isoformat(),
+        bench="forward_vs_hf",
+        family=args.family,
+        machine=platform.processor() or platform.machine(),
+        cpus=os.cpu_count(),
+        jax=jax.__version__,
+        torch=torch.__version__,
+        torch_threads=torch.get_num_threads(),
+        params=num_params,
+        seq_len=int(ids.shape[1]),
+        image_patches=int(pixels.shape[0]),
+        repeats=args.repeats,
+        ours_s=round(ours_s, 4),
+        **{f"hf_{attn}_s": round(t, 4) for attn, t in hf_s.items()},
+        ratio_hf_over_ours=round(hf_s[attn_impls[0]] / ours_s, 3),
+        ratio_vs=attn_impls[0],
+        **{f"ratio_hf_{attn}_over_ours": round(t / ours_s, 3) for attn, t in hf_s.items()},
+        ours_s_all=[round(x, 3) for x in our_times],
+        **{f"hf_{attn}_s_all": [round(x, 3) for x in t] for attn, t in hf_times.items()},
+        ours_compile_s=round(compile_s, 2),
+        logits_rel_err=rel_errs,
+        flops_counting="analytic_matmuls",
+        gflop=round(total_flops / 1e9, 2),
+        gflop_by_part={k: round(x / 1e9, 2) for k, x in flops.items()},
+        ours_gflops=round(achieved, 1),
+        matmul_peak_gflops=round(peak, 1),
+        peak_matmul_size=args.peak_size,
+        peak_rule="best of 3 matmuls after each round",
+        ours_fraction_of_peak=round(achieved / peak, 3),
+      )
+    )
+  )
 
 
 if __name__ == "__main__":

@@ -44,73 +44,91 @@ CELL, GRID = 28, 4
 
 
 def example(task: str, rng: np.random.Generator, tint: bool = False):
-    pixels = np.full((GRID * CELL, GRID * CELL, 3), 200, np.uint8)
-    if tint:  # each cell's grey background says where it is: red channel by row, blue by column
-        for i in range(GRID):
-            pixels[i * CELL:(i + 1) * CELL, :, 0] = 140 + 30 * i
-            pixels[:, i * CELL:(i + 1) * CELL, 2] = 140 + 30 * i
-    r, c = rng.integers(GRID, size=2)
-    if task == "colour":
-        answer = list(COLOURS)[rng.integers(len(COLOURS))]
-        pixels[r * CELL:(r + 1) * CELL, c * CELL:(c + 1) * CELL] = COLOURS[answer]
-        question = "Which colour?"
-    else:
-        pixels[r * CELL + 6:(r + 1) * CELL - 6, c * CELL + 6:(c + 1) * CELL - 6] = COLOURS["red"]
-        answer, question = f"row {r + 1} column {c + 1}", "Where is the red square?"
-    return [{"role": "user", "content": [{"type": "image", "image": Image.fromarray(pixels)},
-                                         {"type": "text", "text": question}]},
-            {"role": "assistant", "content": answer}]
+  pixels = np.full((GRID * CELL, GRID * CELL, 3), 200, np.uint8)
+  if tint:  # each cell's grey background says where it is: red channel by row, blue by column
+    for i in range(GRID):
+      pixels[i * CELL : (i + 1) * CELL, :, 0] = 140 + 30 * i
+      pixels[:, i * CELL : (i + 1) * CELL, 2] = 140 + 30 * i
+  r, c = rng.integers(GRID, size=2)
+  if task == "colour":
+    answer = list(COLOURS)[rng.integers(len(COLOURS))]
+    pixels[r * CELL : (r + 1) * CELL, c * CELL : (c + 1) * CELL] = COLOURS[answer]
+    question = "Which colour?"
+  else:
+    pixels[r * CELL + 6 : (r + 1) * CELL - 6, c * CELL + 6 : (c + 1) * CELL - 6] = COLOURS["red"]
+    answer, question = f"row {r + 1} column {c + 1}", "Where is the red square?"
+  return [
+    {
+      "role": "user",
+      "content": [{"type": "image", "image": Image.fromarray(pixels)}, {"type": "text", "text": question}],
+    },
+    {"role": "assistant", "content": answer},
+  ]
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=("colour", "where"), default="where")
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--frozen", nargs="*", default=[], help="parameter subtrees to freeze, e.g. visual")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tint", action="store_true", help="cell backgrounds tinted by row and column")
-    args = parser.parse_args()
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--task", choices=("colour", "where"), default="where")
+  parser.add_argument("--steps", type=int, default=600)
+  parser.add_argument("--lr", type=float, default=1e-3)
+  parser.add_argument("--batch", type=int, default=16)
+  parser.add_argument("--frozen", nargs="*", default=[], help="parameter subtrees to freeze, e.g. visual")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--tint", action="store_true", help="cell backgrounds tinted by row and column")
+  args = parser.parse_args()
 
-    config = experiment.load_config(pathlib.Path(__file__).resolve().parents[1] / "configs" / "frozenlake_tiny_cpu.py")
-    exp = experiment.build(config)
-    params, specs = experiment.initial_params(exp, args.seed)
-    opt = run_config.optimizer_config(config, args.lr)
-    opt = ts_lib.OptimizerConfig(**{**opt.__dict__, "frozen": tuple(args.frozen)})
-    state = ts_lib.create_train_state(params, specs, opt, jax.random.PRNGKey(args.seed), exp.mesh, exp.rules,
-                                      keep_reference=False)
-    del params
-    update = sft_step_lib.make_sft_step(exp.model, exp.mesh, exp.rules, opt, jax.tree.map(lambda x: x.sharding, state))
-    rng = np.random.default_rng(args.seed)
+  config = experiment.load_config(pathlib.Path(__file__).resolve().parents[1] / "configs" / "frozenlake_tiny_cpu.py")
+  exp = experiment.build(config)
+  params, specs = experiment.initial_params(exp, args.seed)
+  opt = run_config.optimizer_config(config, args.lr)
+  opt = ts_lib.OptimizerConfig(**{**opt.__dict__, "frozen": tuple(args.frozen)})
+  state = ts_lib.create_train_state(
+    params, specs, opt, jax.random.PRNGKey(args.seed), exp.mesh, exp.rules, keep_reference=False
+  )
+  del params
+  update = sft_step_lib.make_sft_step(exp.model, exp.mesh, exp.rules, opt, jax.tree.map(lambda x: x.sharding, state))
+  rng = np.random.default_rng(args.seed)
 
-    def batch_of(n):
-        rows = [conversation.encode_conversation(exp.processor, example(args.task, rng, args.tint)) for _ in range(n)]
-        return trainer.sft_batch(exp, rows, n, 1, min_length=64, min_patches=1024)
+  def batch_of(n):
+    rows = [conversation.encode_conversation(exp.processor, example(args.task, rng, args.tint)) for _ in range(n)]
+    return trainer.sft_batch(exp, rows, n, 1, min_length=64, min_patches=1024)
 
-    # Chance: the answer tokens that vary are one 4-way choice (colour) or two (row, column).
-    probe = batch_of(args.batch)
-    n_answer_tokens = float(np.asarray(probe.loss_mask).sum()) / args.batch
-    chance = (1 if args.task == "colour" else 2) * np.log(4) / n_answer_tokens
+  # Chance: the answer tokens that vary are one 4-way choice (colour) or two (row, column).
+  probe = batch_of(args.batch)
+  n_answer_tokens = float(np.asarray(probe.loss_mask).sum()) / args.batch
+  chance = (1 if args.task == "colour" else 2) * np.log(4) / n_answer_tokens
 
-    losses, t0 = [], time.perf_counter()
-    for _ in range(args.steps):
-        state, metrics = update(state, batch_of(args.batch))
-        losses.append(float(metrics["loss"]))
-    seconds = time.perf_counter() - t0
-    inputs = jax.tree.map(lambda x: x[0], probe.inputs)
-    feats = np.asarray(exp.model.apply({"params": state.params}, inputs.vision, method=Qwen25VL.encode_images))
-    feats = feats[: args.batch * GRID * GRID]  # the real image tokens (padding patches come after)
-    tail = losses[-max(1, args.steps // 10):]
-    print(json.dumps({
-        "bench": "perception_probe", "date": datetime.date.today().isoformat(), "machine": platform.node(),
-        "task": args.task, "tint": args.tint, "frozen": args.frozen, "steps": args.steps, "lr": args.lr, "batch": args.batch,
-        "loss_first": round(losses[0], 4), "loss_last_tenth_mean": round(float(np.mean(tail)), 4),
+  losses, t0 = [], time.perf_counter()
+  for _ in range(args.steps):
+    state, metrics = update(state, batch_of(args.batch))
+    losses.append(float(metrics["loss"]))
+  seconds = time.perf_counter() - t0
+  inputs = jax.tree.map(lambda x: x[0], probe.inputs)
+  feats = np.asarray(exp.model.apply({"params": state.params}, inputs.vision, method=Qwen25VL.encode_images))
+  feats = feats[: args.batch * GRID * GRID]  # the real image tokens (padding patches come after)
+  tail = losses[-max(1, args.steps // 10) :]
+  print(
+    json.dumps(
+      {
+        "bench": "perception_probe",
+        "date": datetime.date.today().isoformat(),
+        "machine": platform.node(),
+        "task": args.task,
+        "tint": args.tint,
+        "frozen": args.frozen,
+        "steps": args.steps,
+        "lr": args.lr,
+        "batch": args.batch,
+        "loss_first": round(losses[0], 4),
+        "loss_last_tenth_mean": round(float(np.mean(tail)), 4),
         "chance_loss": round(float(chance), 4),
         "vision_token_norm": round(float(np.linalg.norm(feats, axis=1).mean()), 4),
         "vision_token_spread": round(float(feats.std(0).mean() / (np.abs(feats).mean() + 1e-12)), 4),
-        "seconds": round(seconds, 1)}))
+        "seconds": round(seconds, 1),
+      }
+    )
+  )
 
 
 if __name__ == "__main__":
-    main()
+  main()

@@ -49,6 +49,8 @@ from forward_vs_hf import IMAGE_TOKEN_ID, PATCH_DIM, VISION_END_ID, VISION_START
 
 BATCH = 16
 NEW_TOKENS = 64
+
+
 def build_hf_model(raw_config: dict, seed: int):
   """Random weights with O(1) activations (N(0, 1/fan_in)), so greedy tokens are not degenerate."""
   config = Qwen2_5_VLConfig(**raw_config)
@@ -61,8 +63,13 @@ def build_hf_model(raw_config: dict, seed: int):
 def random_row(rng, text_before: int, grid, text_after: int, ids: dict) -> list[int]:
   t, h, w = grid
   top = ids["image"] - 4
-  return (rng.integers(1, top, size=text_before).tolist() + [ids["start"]] + [ids["image"]] * (t * h * w // 4)
-          + [ids["end"]] + rng.integers(1, top, size=text_after).tolist())
+  return (
+    rng.integers(1, top, size=text_before).tolist()
+    + [ids["start"]]
+    + [ids["image"]] * (t * h * w // 4)
+    + [ids["end"]]
+    + rng.integers(1, top, size=text_after).tolist()
+  )
 
 
 def make_segments(rng, grid, text_before, text_after, ids) -> list[Segment]:
@@ -79,13 +86,19 @@ def hf_generate(model, segments, new_tokens: int, pad_id: int, suppressed):
   ids[mask == 0] = pad_id
   with torch.inference_mode():
     out = model.generate(
-        input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-        mm_token_type_ids=torch.tensor((ids == model.config.image_token_id).astype(np.int64)),
-        pixel_values=torch.tensor(np.concatenate([s.pixel_values for s in segments])),
-        image_grid_thw=torch.tensor(np.concatenate([s.image_grid_thw for s in segments])),
-        max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=pad_id,
-        eos_token_id=None, suppress_tokens=list(suppressed))
-  return out[:, ids.shape[1]:].numpy()
+      input_ids=torch.tensor(ids),
+      attention_mask=torch.tensor(mask),
+      mm_token_type_ids=torch.tensor((ids == model.config.image_token_id).astype(np.int64)),
+      pixel_values=torch.tensor(np.concatenate([s.pixel_values for s in segments])),
+      image_grid_thw=torch.tensor(np.concatenate([s.image_grid_thw for s in segments])),
+      max_new_tokens=new_tokens,
+      min_new_tokens=new_tokens,
+      do_sample=False,
+      pad_token_id=pad_id,
+      eos_token_id=None,
+      suppress_tokens=list(suppressed),
+    )
+  return out[:, ids.shape[1] :].numpy()
 
 
 def best_time(fn, repeats: int) -> tuple[float, object]:
@@ -134,19 +147,28 @@ def prefill_flops(config: Qwen25VLConfig, params, segments) -> float:
 def decode_param_bytes(params) -> int:
   """Bytes every decode step reads: decoder layers, final norm and LM head (embedding rows are negligible)."""
   text = params["language_model"]
-  return int(sum(np.asarray(leaf).nbytes for key, sub in text.items() if key != "embed_tokens"
-                 for leaf in jax.tree.leaves(sub)))
+  return int(
+    sum(np.asarray(leaf).nbytes for key, sub in text.items() if key != "embed_tokens" for leaf in jax.tree.leaves(sub))
+  )
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--tiny", action="store_true", help="tests/qwen_tiny.py's configuration instead of ~140M")
   parser.add_argument("--repeats", type=int, default=3, help="timed runs of each measurement (after a warm-up)")
-  parser.add_argument("--max-prefill-patches", type=int, default=0,
-                      help="sampler's per-call vision patch budget (0: all images in one call)")
+  parser.add_argument(
+    "--max-prefill-patches",
+    type=int,
+    default=0,
+    help="sampler's per-call vision patch budget (0: all images in one call)",
+  )
   parser.add_argument("--bandwidth-mib", type=int, default=512)
-  parser.add_argument("--torch-threads", type=int, default=None,
-                      help="torch.set_num_threads for transformers; default: torch's own (the number of cores)")
+  parser.add_argument(
+    "--torch-threads",
+    type=int,
+    default=None,
+    help="torch.set_num_threads for transformers; default: torch's own (the number of cores)",
+  )
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args()
   if args.torch_threads is not None:
@@ -186,26 +208,34 @@ def main():
   # The machine is shared: both sides are timed in alternation and each keeps its best run.
   times = {name: [] for name in ("hf", "hf_prefill", "ours", "ours_prefill")}
   for _ in range(args.repeats):
-    for name, fn in (("hf", lambda: hf_generate(hf_model, prompts, NEW_TOKENS, 0, suppressed)),
-                     ("ours", lambda: run(greedy)),
-                     ("hf_prefill", lambda: hf_generate(hf_model, prompts, 1, 0, suppressed)),
-                     ("ours_prefill", lambda: run(one_token))):
+    for name, fn in (
+      ("hf", lambda: hf_generate(hf_model, prompts, NEW_TOKENS, 0, suppressed)),
+      ("ours", lambda: run(greedy)),
+      ("hf_prefill", lambda: hf_generate(hf_model, prompts, 1, 0, suppressed)),
+      ("ours_prefill", lambda: run(one_token)),
+    ):
       elapsed, result = best_time(fn, 1)
       times[name].append(elapsed)
       if name == "hf":
         hf_tokens = result
       elif name == "ours":
         state, turn = result
-  hf_time, hf_prefill_time, ours_time, prefill_time = (min(times[k]) for k in ("hf", "hf_prefill", "ours",
-                                                                                 "ours_prefill"))
+  hf_time, hf_prefill_time, ours_time, prefill_time = (
+    min(times[k]) for k in ("hf", "hf_prefill", "ours", "ours_prefill")
+  )
   tokens_equal = all(np.array_equal(t, hf_tokens[i]) for i, t in enumerate(turn.tokens))
   decode_step = (ours_time - prefill_time) / (NEW_TOKENS - 1)
 
   # Turn 2: continuation on the cache vs re-prefilling the whole conversation.
   samples = list(range(BATCH))
-  whole = [Segment(np.concatenate([p.input_ids, t, f.input_ids]), np.concatenate([p.pixel_values, f.pixel_values]),
-                   np.concatenate([p.image_grid_thw, f.image_grid_thw]))
-           for p, t, f in zip(prompts, turn.tokens, feedback)]
+  whole = [
+    Segment(
+      np.concatenate([p.input_ids, t, f.input_ids]),
+      np.concatenate([p.pixel_values, f.pixel_values]),
+      np.concatenate([p.image_grid_thw, f.image_grid_thw]),
+    )
+    for p, t, f in zip(prompts, turn.tokens, feedback)
+  ]
 
   def continuation():
     first, _ = run(greedy)
@@ -230,23 +260,39 @@ def main():
   compute_roofline = BATCH * peak_flops / (2 * BATCH * step_bytes / 4)
   ours_rate, hf_rate = BATCH * NEW_TOKENS / ours_time, BATCH * NEW_TOKENS / hf_time
   result = dict(
-      bench="sampler_vs_hf", config="tiny" if args.tiny else "140M", date=datetime.date.today().isoformat(),
-      machine=f"{os.cpu_count()}-core {platform.machine()}", load_avg_1m=[round(load_at_start, 2), round(load_at_end, 2)],
-      jax=jax.__version__, torch=torch.__version__, torch_threads=torch.get_num_threads(),
-      params_m=round(sum(np.asarray(x).size for x in jax.tree.leaves(params)) / 1e6, 1), batch=BATCH,
-      new_tokens=NEW_TOKENS, prompt_tokens=[min(map(len, prompts)), max(map(len, prompts))],
-      tokens_equal=tokens_equal,
-      hf_tokens_per_s=round(hf_rate, 1), ours_tokens_per_s=round(ours_rate, 1), speedup=round(ours_rate / hf_rate, 2),
-      hf_prefill_s=round(hf_prefill_time, 3),
-      hf_decode_tokens_per_s=round(BATCH * (NEW_TOKENS - 1) / (hf_time - hf_prefill_time), 1),
-      ours_prefill_s=round(prefill_time, 3), ours_decode_tokens_per_s=round(BATCH / decode_step, 1),
-      bandwidth_gb_per_s=round(bandwidth / 1e9, 2), decode_param_mb=round(step_bytes / 1e6, 1),
-      roofline_tokens_per_s=round(roofline, 1), roofline_fraction=round(BATCH / decode_step / roofline, 3),
-      matmul_peak_gflop_per_s=round(peak_flops / 1e9, 1), compute_roofline_tokens_per_s=round(compute_roofline, 1),
-      continuation_s=round(continuation_time, 3), reprefill_s=round(reprefill_time, 3),
-      continuation_speedup=round(reprefill_time / continuation_time, 2),
-      continuation_flop_ratio=round(prefill_flops(config, params, whole) / prefill_flops(config, params, feedback), 2),
-      max_prefill_patches=buckets.max_prefill_patches, programs=sampler.compile_log.counts)
+    bench="sampler_vs_hf",
+    config="tiny" if args.tiny else "140M",
+    date=datetime.date.today().isoformat(),
+    machine=f"{os.cpu_count()}-core {platform.machine()}",
+    load_avg_1m=[round(load_at_start, 2), round(load_at_end, 2)],
+    jax=jax.__version__,
+    torch=torch.__version__,
+    torch_threads=torch.get_num_threads(),
+    params_m=round(sum(np.asarray(x).size for x in jax.tree.leaves(params)) / 1e6, 1),
+    batch=BATCH,
+    new_tokens=NEW_TOKENS,
+    prompt_tokens=[min(map(len, prompts)), max(map(len, prompts))],
+    tokens_equal=tokens_equal,
+    hf_tokens_per_s=round(hf_rate, 1),
+    ours_tokens_per_s=round(ours_rate, 1),
+    speedup=round(ours_rate / hf_rate, 2),
+    hf_prefill_s=round(hf_prefill_time, 3),
+    hf_decode_tokens_per_s=round(BATCH * (NEW_TOKENS - 1) / (hf_time - hf_prefill_time), 1),
+    ours_prefill_s=round(prefill_time, 3),
+    ours_decode_tokens_per_s=round(BATCH / decode_step, 1),
+    bandwidth_gb_per_s=round(bandwidth / 1e9, 2),
+    decode_param_mb=round(step_bytes / 1e6, 1),
+    roofline_tokens_per_s=round(roofline, 1),
+    roofline_fraction=round(BATCH / decode_step / roofline, 3),
+    matmul_peak_gflop_per_s=round(peak_flops / 1e9, 1),
+    compute_roofline_tokens_per_s=round(compute_roofline, 1),
+    continuation_s=round(continuation_time, 3),
+    reprefill_s=round(reprefill_time, 3),
+    continuation_speedup=round(reprefill_time / continuation_time, 2),
+    continuation_flop_ratio=round(prefill_flops(config, params, whole) / prefill_flops(config, params, feedback), 2),
+    max_prefill_patches=buckets.max_prefill_patches,
+    programs=sampler.compile_log.counts,
+  )
   print(json.dumps(result))
 
 

@@ -14,7 +14,9 @@ import pathlib
 
 import ml_collections
 
-_spec = importlib.util.spec_from_file_location("frozenlake_tiny_cpu", pathlib.Path(__file__).with_name("frozenlake_tiny_cpu.py"))
+_spec = importlib.util.spec_from_file_location(
+  "frozenlake_tiny_cpu", pathlib.Path(__file__).with_name("frozenlake_tiny_cpu.py")
+)
 frozenlake_tiny_cpu = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(frozenlake_tiny_cpu)
 
@@ -34,8 +36,16 @@ def get_config():
   c.data.train_source = "release"
   c.sft.steps = 0
   c.rl.update(
-      steps=1200, prompts_per_step=32, samples_per_prompt=8, micro_batches=8, learning_rate=5e-7,
-      max_turns=8, max_new_tokens=512, temperature=1.0, top_p=1.0)
+    steps=1200,
+    prompts_per_step=32,
+    samples_per_prompt=8,
+    micro_batches=8,
+    learning_rate=5e-7,
+    max_turns=8,
+    max_new_tokens=512,
+    temperature=1.0,
+    top_p=1.0,
+  )
   # No CPU shape floors or sampler bucket overrides: over 1,200 steps each bucket's compile is paid once.
   c.sft.update(min_length=64, min_patches=256)
   c.rl.update(update_min_rows=1, update_min_length=64, update_min_patches=256)

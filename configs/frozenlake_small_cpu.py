@@ -10,7 +10,9 @@ steps of 8 prompts x 8 samples. Measured results: BENCHMARKS.md, "Small CPU run"
 import importlib.util
 import pathlib
 
-_spec = importlib.util.spec_from_file_location("frozenlake_tiny_cpu", pathlib.Path(__file__).with_name("frozenlake_tiny_cpu.py"))
+_spec = importlib.util.spec_from_file_location(
+  "frozenlake_tiny_cpu", pathlib.Path(__file__).with_name("frozenlake_tiny_cpu.py")
+)
 frozenlake_tiny_cpu = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(frozenlake_tiny_cpu)
 

@@ -14,7 +14,9 @@ import pathlib
 
 import ml_collections
 
-_spec = importlib.util.spec_from_file_location("frozenlake_tiny_cpu", pathlib.Path(__file__).with_name("frozenlake_tiny_cpu.py"))
+_spec = importlib.util.spec_from_file_location(
+  "frozenlake_tiny_cpu", pathlib.Path(__file__).with_name("frozenlake_tiny_cpu.py")
+)
 frozenlake_tiny_cpu = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(frozenlake_tiny_cpu)
 
@@ -35,12 +37,30 @@ def get_config():
   c.optimizer.warmup_steps = 100
   c.optimizer.lr_scale = dict(visual=0.1)
   c.pretrain = dict(
-      steps=2000, batch_size=16, micro_batches=1, learning_rate=1e-3, levels=(3, 4, 5, 6), style="compact",
-      task_weights=dict(map=0.5, route=0.5),
-      eval_every=100, eval_maps_per_level=16, eval_batch_size=32, gallery_examples=48,
-      min_length=192, min_patches=4096,
-      cosine_decay=True)  # at a constant lr, held-out whole-map accuracy swung 0.77-1.0 between evals
+    steps=2000,
+    batch_size=16,
+    micro_batches=1,
+    learning_rate=1e-3,
+    levels=(3, 4, 5, 6),
+    style="compact",
+    task_weights=dict(map=0.5, route=0.5),
+    eval_every=100,
+    eval_maps_per_level=16,
+    eval_batch_size=32,
+    gallery_examples=48,
+    min_length=192,
+    min_patches=4096,
+    cosine_decay=True,
+  )  # at a constant lr, held-out whole-map accuracy swung 0.77-1.0 between evals
   c.checkpoint = dict(every=100, keep=2)
-  c.log = dict(console_keys=("pretrain/loss", "heldout/map/cell", "heldout/map/exact", "heldout/map/elf",
-                             "heldout/route/trace", "time/step"))
+  c.log = dict(
+    console_keys=(
+      "pretrain/loss",
+      "heldout/map/cell",
+      "heldout/map/exact",
+      "heldout/map/elf",
+      "heldout/route/trace",
+      "time/step",
+    )
+  )
   return c

@@ -18,18 +18,18 @@ FROZENLAKE_DATA = SHARED / "data" / "frozenlake"
 
 @pytest.fixture(scope="session")
 def shared_frozenlake_dir() -> pathlib.Path:
-    """The release's map files as ../shared holds them: only to check the packaged copy against."""
-    if not FROZENLAKE_DATA.is_dir():
-        raise FileNotFoundError(f"shared FrozenLake data not found at {FROZENLAKE_DATA}; clone with ../shared beside")
-    return FROZENLAKE_DATA
+  """The release's map files as ../shared holds them: only to check the packaged copy against."""
+  if not FROZENLAKE_DATA.is_dir():
+    raise FileNotFoundError(f"shared FrozenLake data not found at {FROZENLAKE_DATA}; clone with ../shared beside")
+  return FROZENLAKE_DATA
 
 
 @pytest.fixture(scope="session")
 def task_processor():
-    """The task tokenizer's chat processor with a small image budget (56^2 .. 196^2 px)."""
-    from vrrl_jax.data import processor as processor_lib
-    from vrrl_jax.data.task_tokenizer import load_task_tokenizer
+  """The task tokenizer's chat processor with a small image budget (56^2 .. 196^2 px)."""
+  from vrrl_jax.data import processor as processor_lib
+  from vrrl_jax.data.task_tokenizer import load_task_tokenizer
 
-    cfg = processor_lib.ImageProcessorConfig.qwen2_5_vl()
-    cfg = processor_lib.ImageProcessorConfig(**{**cfg.__dict__, "min_pixels": 56 * 56, "max_pixels": 196 * 196})
-    return processor_lib.ChatProcessor(load_task_tokenizer(), cfg)
+  cfg = processor_lib.ImageProcessorConfig.qwen2_5_vl()
+  cfg = processor_lib.ImageProcessorConfig(**{**cfg.__dict__, "min_pixels": 56 * 56, "max_pixels": 196 * 196})
+  return processor_lib.ChatProcessor(load_task_tokenizer(), cfg)

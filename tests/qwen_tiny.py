@@ -15,32 +15,89 @@ PAD_TOKEN_ID = 0
 PATCH_DIM = 3 * 2 * 14 * 14
 
 QWEN25_TINY = dict(
-    model_type="qwen2_5_vl",
-    text_config=dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                     num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6, max_position_embeddings=1024,
-                     hidden_act="silu",
-                     rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
-                     bos_token_id=None, eos_token_id=None, pad_token_id=None),
-    vision_config=dict(depth=4, hidden_size=32, intermediate_size=48, num_heads=2, hidden_act="silu",
-                       in_channels=3, patch_size=14, temporal_patch_size=2, spatial_merge_size=2, window_size=56,
-                       fullatt_block_indexes=[1, 3], out_hidden_size=64, tokens_per_second=2),
-    image_token_id=IMAGE_TOKEN_ID, video_token_id=VIDEO_TOKEN_ID, vision_start_token_id=VISION_START_ID,
-    vision_end_token_id=VISION_END_ID, tie_word_embeddings=False)
+  model_type="qwen2_5_vl",
+  text_config=dict(
+    vocab_size=256,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    rms_norm_eps=1e-6,
+    max_position_embeddings=1024,
+    hidden_act="silu",
+    rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
+    bos_token_id=None,
+    eos_token_id=None,
+    pad_token_id=None,
+  ),
+  vision_config=dict(
+    depth=4,
+    hidden_size=32,
+    intermediate_size=48,
+    num_heads=2,
+    hidden_act="silu",
+    in_channels=3,
+    patch_size=14,
+    temporal_patch_size=2,
+    spatial_merge_size=2,
+    window_size=56,
+    fullatt_block_indexes=[1, 3],
+    out_hidden_size=64,
+    tokens_per_second=2,
+  ),
+  image_token_id=IMAGE_TOKEN_ID,
+  video_token_id=VIDEO_TOKEN_ID,
+  vision_start_token_id=VISION_START_ID,
+  vision_end_token_id=VISION_END_ID,
+  tie_word_embeddings=False,
+)
 
 
 QWEN3_TINY = dict(
-    model_type="qwen3_vl",
-    text_config=dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                     num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6,
-                     max_position_embeddings=1024, hidden_act="silu", attention_bias=False,
-                     rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [4, 2, 2],
-                                      "mrope_interleaved": True},
-                     bos_token_id=None, eos_token_id=None, pad_token_id=None),
-    vision_config=dict(depth=3, hidden_size=32, intermediate_size=48, num_heads=2, hidden_act="gelu_pytorch_tanh",
-                       in_channels=3, patch_size=16, temporal_patch_size=2, spatial_merge_size=2, out_hidden_size=64,
-                       num_position_embeddings=16, deepstack_visual_indexes=[0, 1]),
-    image_token_id=IMAGE_TOKEN_ID, video_token_id=VIDEO_TOKEN_ID, vision_start_token_id=VISION_START_ID,
-    vision_end_token_id=VISION_END_ID, tie_word_embeddings=False)
+  model_type="qwen3_vl",
+  text_config=dict(
+    vocab_size=256,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    rms_norm_eps=1e-6,
+    max_position_embeddings=1024,
+    hidden_act="silu",
+    attention_bias=False,
+    rope_parameters={
+      "rope_type": "default",
+      "rope_theta": 5000000.0,
+      "mrope_section": [4, 2, 2],
+      "mrope_interleaved": True,
+    },
+    bos_token_id=None,
+    eos_token_id=None,
+    pad_token_id=None,
+  ),
+  vision_config=dict(
+    depth=3,
+    hidden_size=32,
+    intermediate_size=48,
+    num_heads=2,
+    hidden_act="gelu_pytorch_tanh",
+    in_channels=3,
+    patch_size=16,
+    temporal_patch_size=2,
+    spatial_merge_size=2,
+    out_hidden_size=64,
+    num_position_embeddings=16,
+    deepstack_visual_indexes=[0, 1],
+  ),
+  image_token_id=IMAGE_TOKEN_ID,
+  video_token_id=VIDEO_TOKEN_ID,
+  vision_start_token_id=VISION_START_ID,
+  vision_end_token_id=VISION_END_ID,
+  tie_word_embeddings=False,
+)
 FAMILIES = ("qwen2_5_vl", "qwen3_vl")
 PATCH_DIMS = {"qwen2_5_vl": PATCH_DIM, "qwen3_vl": 3 * 2 * 16 * 16}
 
@@ -140,8 +197,8 @@ def left_pad(rows: list[list[int]], length: int | None = None) -> tuple[np.ndarr
   ids = np.full((len(rows), length), PAD_TOKEN_ID, np.int64)
   mask = np.zeros((len(rows), length), np.int64)
   for b, row in enumerate(rows):
-    ids[b, length - len(row):] = row
-    mask[b, length - len(row):] = 1
+    ids[b, length - len(row) :] = row
+    mask[b, length - len(row) :] = 1
   return ids, mask
 
 
@@ -150,8 +207,8 @@ def right_pad(rows: list[list[int]], length: int | None = None) -> tuple[np.ndar
   ids = np.full((len(rows), length), PAD_TOKEN_ID, np.int64)
   mask = np.zeros((len(rows), length), np.int64)
   for b, row in enumerate(rows):
-    ids[b, :len(row)] = row
-    mask[b, :len(row)] = 1
+    ids[b, : len(row)] = row
+    mask[b, : len(row)] = 1
   return ids, mask
 
 

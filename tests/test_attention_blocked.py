@@ -57,7 +57,7 @@ def test_causal_padded_rows_many_blocks(padding):
     if padding == "right":
       segments[b, n:] = 0
     else:
-      segments[b, :length - n] = 0
+      segments[b, : length - n] = 0
   out = np.asarray(attention.self_attention(q, k, v, segments, causal=True, block_size=8))
   expected = numpy_attention(q, k, v, segments, True)
   real = segments > 0

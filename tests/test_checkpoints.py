@@ -67,9 +67,13 @@ def inputs():
 def hf_logits(model, inputs):
   ids, mask, grids, pixels = inputs
   with torch.no_grad():
-    return model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                 mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),
-                 pixel_values=torch.tensor(pixels), image_grid_thw=torch.tensor(grids)).logits.numpy()
+    return model(
+      input_ids=torch.tensor(ids),
+      attention_mask=torch.tensor(mask),
+      mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),
+      pixel_values=torch.tensor(pixels),
+      image_grid_thw=torch.tensor(grids),
+    ).logits.numpy()
 
 
 def our_logits(model, params, inputs):
@@ -176,14 +180,17 @@ def test_weights_follow_the_documented_transforms(hf_model, hf_dir):
   np.testing.assert_array_equal(text["embed_tokens"], sd["model.language_model.embed_tokens.weight"])
   q = sd["model.language_model.layers.1.self_attn.q_proj.weight"]  # (heads * hd, D)
   np.testing.assert_array_equal(text["layers_1"]["self_attn"]["q_proj"]["kernel"], q.T.reshape(64, 4, 16))
-  np.testing.assert_array_equal(text["layers_1"]["self_attn"]["k_proj"]["bias"],
-                                sd["model.language_model.layers.1.self_attn.k_proj.bias"].reshape(2, 16))
+  np.testing.assert_array_equal(
+    text["layers_1"]["self_attn"]["k_proj"]["bias"],
+    sd["model.language_model.layers.1.self_attn.k_proj.bias"].reshape(2, 16),
+  )
   o = sd["model.language_model.layers.0.self_attn.o_proj.weight"]  # (D, heads * hd)
   np.testing.assert_array_equal(text["layers_0"]["self_attn"]["o_proj"]["kernel"], o.T.reshape(4, 16, 64))
   conv = sd["model.visual.patch_embed.proj.weight"]  # (Dv, C, T, P, P)
   np.testing.assert_array_equal(visual["patch_embed"]["kernel"], conv.reshape(32, -1).T)
-  np.testing.assert_array_equal(visual["blocks_2"]["mlp"]["down_proj"]["kernel"],
-                                sd["model.visual.blocks.2.mlp.down_proj.weight"].T)
+  np.testing.assert_array_equal(
+    visual["blocks_2"]["mlp"]["down_proj"]["kernel"], sd["model.visual.blocks.2.mlp.down_proj.weight"].T
+  )
   if hf_model.config.tie_word_embeddings:
     assert "lm_head" not in text
   else:
@@ -201,13 +208,17 @@ def test_both_key_layouts_and_sharded_files_give_identical_params(hf_model, hf_d
   assert_same_tree(load(memory_dir)[1], params)
   assert_same_tree(load(sharded_hf_dir)[1], params)
   # transformers' own in-memory state_dict (which lists a tied lm_head) reads the same too.
-  memory_with_head = write_hf_dir(tmp_path / "memory_with_head", qt.state_dict_numpy(hf_model),
-                                  safetensors_io.read_config(hf_dir))
+  memory_with_head = write_hf_dir(
+    tmp_path / "memory_with_head", qt.state_dict_numpy(hf_model), safetensors_io.read_config(hf_dir)
+  )
   assert_same_tree(load(memory_with_head)[1], params)
 
 
-@pytest.mark.parametrize("scan_layers,rules_name", [(False, "DEFAULT_RULES"), (True, "DECODE_RULES")],
-                         ids=["unscanned-default", "scanned-decode"])
+@pytest.mark.parametrize(
+  "scan_layers,rules_name",
+  [(False, "DEFAULT_RULES"), (True, "DECODE_RULES")],
+  ids=["unscanned-default", "scanned-decode"],
+)
 def test_loading_onto_a_mesh(sharded_hf_dir, tmp_path, scan_layers, rules_name):
   rules = getattr(rules_lib, rules_name)
   mesh = mesh_lib.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
@@ -235,12 +246,12 @@ def test_entry_block_reads_any_shard():
   """Every block of every kind of tensor equals the same block of the fully converted tensor."""
   rng = np.random.default_rng(0)
   cases = [
-      hf_ckpt.Entry("q", ("q",), "linear", (4 * 6, 10), (10, 4, 6)),  # Linear to heads
-      hf_ckpt.Entry("o", ("o",), "linear", (10, 4 * 6), (4, 6, 10)),  # heads to Linear
-      hf_ckpt.Entry("qkv", ("qkv",), "linear", (3 * 2 * 4, 8), (8, 3, 2, 4)),
-      hf_ckpt.Entry("conv", ("conv",), "conv", (6, 3, 2, 2, 2), (24, 6)),
-      hf_ckpt.Entry("bias", ("bias",), "copy", (3 * 2 * 4,), (3, 2, 4)),
-      hf_ckpt.Entry("embed", ("embed",), "copy", (12, 8), (12, 8)),
+    hf_ckpt.Entry("q", ("q",), "linear", (4 * 6, 10), (10, 4, 6)),  # Linear to heads
+    hf_ckpt.Entry("o", ("o",), "linear", (10, 4 * 6), (4, 6, 10)),  # heads to Linear
+    hf_ckpt.Entry("qkv", ("qkv",), "linear", (3 * 2 * 4, 8), (8, 3, 2, 4)),
+    hf_ckpt.Entry("conv", ("conv",), "conv", (6, 3, 2, 2, 2), (24, 6)),
+    hf_ckpt.Entry("bias", ("bias",), "copy", (3 * 2 * 4,), (3, 2, 4)),
+    hf_ckpt.Entry("embed", ("embed",), "copy", (12, 8), (12, 8)),
   ]
   for entry in cases:
     weight = rng.standard_normal(entry.hf_shape).astype(np.float32)
@@ -302,6 +313,7 @@ def _edit_tensors(edit):
     state_dict = safetensors_io.read_state_dict(source)
     edit(state_dict)
     write_hf_dir(target, state_dict, safetensors_io.read_config(source))
+
   return make
 
 
@@ -312,6 +324,7 @@ def _edit_config(edit):
     edit(config)
     with open(os.path.join(target, "config.json"), "w") as f:
       json.dump(config, f)
+
   return make
 
 
@@ -324,7 +337,7 @@ def _truncated(source, target):
   shutil.copytree(source, target)
   path = os.path.join(target, "model.safetensors")
   data = open(path, "rb").read()
-  open(path, "wb").write(data[:len(data) // 2])
+  open(path, "wb").write(data[: len(data) // 2])
 
 
 def _add(key, value):
@@ -340,20 +353,27 @@ def _tied_with_a_different_head(source, target):
 
 
 MALFORMED = {
-    "missing config.json": (_without_config, "holds safetensors files but no config.json"),
-    "unknown model_type": (_edit_config(lambda c: c.__setitem__("model_type", "llama")),
-                           r"config.json: unknown model_type 'llama'; this version supports \['qwen2_5_vl', 'qwen3_vl'\]"),
-    "missing tensor": (_edit_tensors(lambda sd: sd.pop("model.norm.weight")),
-                       r"missing \['model.language_model.norm.weight'\]"),
-    "extra tensor": (_edit_tensors(_add("model.layers.0.mlp.extra.weight", np.ones(3, np.float32))),
-                     r"unexpected \['model.layers.0.mlp.extra.weight'\]"),
-    "wrong shape": (_edit_tensors(_add("visual.blocks.1.norm2.weight", np.ones(33, np.float32))),
-                    r"visual.blocks.1.norm2.weight has shape \(33,\), expected \(32,\)"),
-    "both layouts": (_edit_tensors(_add("model.language_model.norm.weight", np.ones(64, np.float32))),
-                     "twice"),
-    "truncated file": (_truncated, "model.safetensors: unreadable safetensors file, truncated or corrupt"),
-    "tied head differs": (_tied_with_a_different_head, "differs from the token embedding"),
-    "bad dtype": (_edit_config(lambda c: c.__setitem__("dtype", "float16")), "'float16' is not supported"),
+  "missing config.json": (_without_config, "holds safetensors files but no config.json"),
+  "unknown model_type": (
+    _edit_config(lambda c: c.__setitem__("model_type", "llama")),
+    r"config.json: unknown model_type 'llama'; this version supports \['qwen2_5_vl', 'qwen3_vl'\]",
+  ),
+  "missing tensor": (
+    _edit_tensors(lambda sd: sd.pop("model.norm.weight")),
+    r"missing \['model.language_model.norm.weight'\]",
+  ),
+  "extra tensor": (
+    _edit_tensors(_add("model.layers.0.mlp.extra.weight", np.ones(3, np.float32))),
+    r"unexpected \['model.layers.0.mlp.extra.weight'\]",
+  ),
+  "wrong shape": (
+    _edit_tensors(_add("visual.blocks.1.norm2.weight", np.ones(33, np.float32))),
+    r"visual.blocks.1.norm2.weight has shape \(33,\), expected \(32,\)",
+  ),
+  "both layouts": (_edit_tensors(_add("model.language_model.norm.weight", np.ones(64, np.float32))), "twice"),
+  "truncated file": (_truncated, "model.safetensors: unreadable safetensors file, truncated or corrupt"),
+  "tied head differs": (_tied_with_a_different_head, "differs from the token embedding"),
+  "bad dtype": (_edit_config(lambda c: c.__setitem__("dtype", "float16")), "'float16' is not supported"),
 }
 
 
@@ -392,8 +412,11 @@ def test_malformed_sharded_and_orbax_dirs_raise_clear_errors(untied_dir, tmp_pat
   record = json.loads((tmp_path / "ckpt" / orbax_io.CONFIG_FILE).read_text())
   record["hf_config"]["text_config"]["intermediate_size"] = 96
   (tmp_path / "ckpt" / orbax_io.CONFIG_FILE).write_text(json.dumps(record))
-  with pytest.raises(CheckpointError, match=r"language_model/layers_0/mlp/down_proj/kernel has shape \(128, 64\), "
-                                            r"expected \(96, 64\)"):
+  with pytest.raises(
+    CheckpointError,
+    match=r"language_model/layers_0/mlp/down_proj/kernel has shape \(128, 64\), "
+    r"expected \(96, 64\)",
+  ):
     load(tmp_path / "ckpt")
   with pytest.raises(CheckpointError, match="already holds a checkpoint"):
     orbax_io.save(tmp_path / "ckpt", params, model.config)

@@ -15,8 +15,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_cli(*args):
-  return subprocess.run([sys.executable, "-m", "vrrl_jax.convert", *args], cwd=REPO, capture_output=True, text=True,
-                        timeout=300)
+  return subprocess.run(
+    [sys.executable, "-m", "vrrl_jax.convert", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+  )
 
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])

@@ -11,59 +11,61 @@ from vrrl_jax.metrics import MetricsWriter
 
 
 def _pixel(image, x, y):
-    return tuple(int(v) for v in np.asarray(image)[int(round(y)), int(round(x))])
+  return tuple(int(v) for v in np.asarray(image)[int(round(y)), int(round(x))])
 
 
 def test_line_chart_puts_points_at_their_coordinates():
-    image = figures.line_chart({"a": ([0, 10], [0.0, 1.0]), "b": ([0, 10], [1.0, 0.0])}, title="t", xlabel="x",
-                               ylabel="y", y_range=(0.0, 1.0))
-    left, top, right, bottom = figures.plot_area()
-    assert _pixel(image, left, bottom) == figures.COLOURS[0]  # a starts bottom left
-    assert _pixel(image, right, top) == figures.COLOURS[0]  # and ends top right
-    assert _pixel(image, right, bottom) == figures.COLOURS[1]  # b ends bottom right
-    with pytest.raises(ValueError, match="no points"):
-        figures.line_chart({}, title="t", xlabel="x", ylabel="y")
+  image = figures.line_chart(
+    {"a": ([0, 10], [0.0, 1.0]), "b": ([0, 10], [1.0, 0.0])}, title="t", xlabel="x", ylabel="y", y_range=(0.0, 1.0)
+  )
+  left, top, right, bottom = figures.plot_area()
+  assert _pixel(image, left, bottom) == figures.COLOURS[0]  # a starts bottom left
+  assert _pixel(image, right, top) == figures.COLOURS[0]  # and ends top right
+  assert _pixel(image, right, bottom) == figures.COLOURS[1]  # b ends bottom right
+  with pytest.raises(ValueError, match="no points"):
+    figures.line_chart({}, title="t", xlabel="x", ylabel="y")
 
 
 def test_bar_chart_bar_heights():
-    image = figures.bar_chart(["L3", "L4"], {"before": [0.5, 0.0], "after": [1.0, None]}, title="t", ylabel="y")
-    left, top, right, bottom = figures.plot_area()
-    group_w = (right - left) / 2
-    bar_w = group_w * 0.8 / 2
-    before_x = left + group_w * 0.1 + bar_w / 2
-    after_x = before_x + bar_w
-    height = bottom - top
-    assert _pixel(image, before_x, bottom - 0.25 * height) == figures.COLOURS[0]
-    assert _pixel(image, before_x, bottom - 0.75 * height) != figures.COLOURS[0]  # the bar stops at 0.5
-    assert _pixel(image, after_x, bottom - 0.95 * height) == figures.COLOURS[1]
-    assert _pixel(image, after_x + group_w, bottom - 0.5 * height) != figures.COLOURS[1]  # None: no bar
+  image = figures.bar_chart(["L3", "L4"], {"before": [0.5, 0.0], "after": [1.0, None]}, title="t", ylabel="y")
+  left, top, right, bottom = figures.plot_area()
+  group_w = (right - left) / 2
+  bar_w = group_w * 0.8 / 2
+  before_x = left + group_w * 0.1 + bar_w / 2
+  after_x = before_x + bar_w
+  height = bottom - top
+  assert _pixel(image, before_x, bottom - 0.25 * height) == figures.COLOURS[0]
+  assert _pixel(image, before_x, bottom - 0.75 * height) != figures.COLOURS[0]  # the bar stops at 0.5
+  assert _pixel(image, after_x, bottom - 0.95 * height) == figures.COLOURS[1]
+  assert _pixel(image, after_x + group_w, bottom - 0.5 * height) != figures.COLOURS[1]  # None: no bar
 
 
 def test_run_figure_from_a_workdir(tmp_path):
-    with MetricsWriter(tmp_path, process_index=0, console=None, tensorboard=False) as writer:
-        for step in range(1, 4):
-            writer.write(step, {"sft/loss": 1.0 / step})
-        for step in range(4, 9):
-            writer.write(step, {"reward/overall": 0.1 * (step - 3)})
-    for name, rate in (("eval_before_rl", 0.25), ("eval_after_rl", 0.5)):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "metrics.json").write_text(json.dumps(
-            {"by_level": {"L3": {"optimal_rate": rate}, "L10": {"optimal_rate": rate / 2}}}))
-    path = figures.run_figure(tmp_path, first_rl_step=4)
-    image = Image.open(path)
-    assert path.name == "run.png" and image.size == (2 * figures.WIDTH, figures.HEIGHT)
-    left, top, right, bottom = figures.plot_area()
-    # RL steps 1..5 with rewards 0.1..0.5: the first point bottom left, the last top right (data range)
-    assert _pixel(image, left, bottom) == figures.COLOURS[1]  # the moving average starts at the same point, on top
-    assert _pixel(image, right, top) == figures.COLOURS[0]
-    group_w = (right - left) / 2
-    bar_x = figures.WIDTH + left + group_w * 0.1 + group_w * 0.8 / 4  # L3 (levels sorted numerically), before
-    assert _pixel(image, bar_x, bottom - 0.2 * (bottom - top)) == figures.COLOURS[0]
-    assert _pixel(image, bar_x, bottom - 0.3 * (bottom - top)) != figures.COLOURS[0]
+  with MetricsWriter(tmp_path, process_index=0, console=None, tensorboard=False) as writer:
+    for step in range(1, 4):
+      writer.write(step, {"sft/loss": 1.0 / step})
+    for step in range(4, 9):
+      writer.write(step, {"reward/overall": 0.1 * (step - 3)})
+  for name, rate in (("eval_before_rl", 0.25), ("eval_after_rl", 0.5)):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "metrics.json").write_text(
+      json.dumps({"by_level": {"L3": {"optimal_rate": rate}, "L10": {"optimal_rate": rate / 2}}})
+    )
+  path = figures.run_figure(tmp_path, first_rl_step=4)
+  image = Image.open(path)
+  assert path.name == "run.png" and image.size == (2 * figures.WIDTH, figures.HEIGHT)
+  left, top, right, bottom = figures.plot_area()
+  # RL steps 1..5 with rewards 0.1..0.5: the first point bottom left, the last top right (data range)
+  assert _pixel(image, left, bottom) == figures.COLOURS[1]  # the moving average starts at the same point, on top
+  assert _pixel(image, right, top) == figures.COLOURS[0]
+  group_w = (right - left) / 2
+  bar_x = figures.WIDTH + left + group_w * 0.1 + group_w * 0.8 / 4  # L3 (levels sorted numerically), before
+  assert _pixel(image, bar_x, bottom - 0.2 * (bottom - top)) == figures.COLOURS[0]
+  assert _pixel(image, bar_x, bottom - 0.3 * (bottom - top)) != figures.COLOURS[0]
 
 
 def test_run_figure_needs_something_to_draw(tmp_path):
-    with MetricsWriter(tmp_path, process_index=0, console=None, tensorboard=False) as writer:
-        writer.write(1, {"sft/loss": 1.0})
-    with pytest.raises(ValueError, match="nothing|no RL reward"):
-        figures.run_figure(tmp_path, first_rl_step=2)
+  with MetricsWriter(tmp_path, process_index=0, console=None, tensorboard=False) as writer:
+    writer.write(1, {"sft/loss": 1.0})
+  with pytest.raises(ValueError, match="nothing|no RL reward"):
+    figures.run_figure(tmp_path, first_rl_step=2)

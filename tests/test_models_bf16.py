@@ -19,9 +19,13 @@ def example():
   ids, mask = qt.left_pad([qt.make_row(rng, [2, grids[0], 3]), qt.make_row(rng, [4, grids[1], 2, grids[2], 3])])
   pixels = qt.random_pixels(grids, rng)
   with torch.no_grad():
-    ref = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),
-                pixel_values=torch.tensor(pixels), image_grid_thw=torch.tensor(grids)).logits.numpy()
+    ref = model(
+      input_ids=torch.tensor(ids),
+      attention_mask=torch.tensor(mask),
+      mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),
+      pixel_values=torch.tensor(pixels),
+      image_grid_thw=torch.tensor(grids),
+    ).logits.numpy()
   return dict(model=model, ids=ids, mask=mask, grids=grids, pixels=pixels, ref_logits=ref)
 
 
@@ -31,8 +35,9 @@ def test_bfloat16_is_close(example, param_dtype):
   params = hf_ckpt.params_from_state_dict(example["model"].state_dict(), config)
   assert jax.tree.leaves(params)[0].dtype == jnp.dtype(param_dtype)
   inputs, _ = prepare_inputs(config, example["ids"], example["mask"], example["pixels"], np.array(example["grids"]))
-  forward = jax.jit(lambda params, inputs: Qwen25VL(config).apply({"params": params}, inputs,
-                                                                  method=Qwen25VL.forward).logits)
+  forward = jax.jit(
+    lambda params, inputs: Qwen25VL(config).apply({"params": params}, inputs, method=Qwen25VL.forward).logits
+  )
   logits = np.asarray(forward(params, inputs))
   err = qt.rel_error(logits, example["ref_logits"], example["mask"])
   print(f"[parity] bfloat16 compute, {param_dtype} params: rel {err:.2e}")

@@ -37,11 +37,15 @@ def example(hf_model):
   ids, mask = qt.left_pad(full)
   pixels = qt.random_pixels(grids, rng)
   with torch.no_grad():
-    ref = hf_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                   mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),
-                   pixel_values=torch.tensor(pixels), image_grid_thw=torch.tensor(grids)).logits.numpy()
+    ref = hf_model(
+      input_ids=torch.tensor(ids),
+      attention_mask=torch.tensor(mask),
+      mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),
+      pixel_values=torch.tensor(pixels),
+      image_grid_thw=torch.tensor(grids),
+    ).logits.numpy()
   # ref_rows[b][i] = reference logits of the i-th real token of row b.
-  ref_rows = [ref[b, ids.shape[1] - len(row):] for b, row in enumerate(full)]
+  ref_rows = [ref[b, ids.shape[1] - len(row) :] for b, row in enumerate(full)]
   return dict(prompts=prompts, continuation=continuation, grids=grids, pixels=pixels, ref_rows=ref_rows)
 
 
@@ -74,18 +78,25 @@ def test_prefill_then_decode_matches_full_forward(hf_model, example, padding, sc
   np.testing.assert_array_equal(next_position, mask.sum(1) + rope_deltas)
   for step in range(STEPS):
     positions = np.broadcast_to((next_position + step)[None, :, None], (3, 2, 1)).astype(np.int32)
-    step_inputs = ModelInputs(input_ids=example["continuation"][:, step:step + 1].astype(np.int32),
-                              segment_ids=np.ones((2, 1), np.int32), positions=positions)
+    step_inputs = ModelInputs(
+      input_ids=example["continuation"][:, step : step + 1].astype(np.int32),
+      segment_ids=np.ones((2, 1), np.int32),
+      positions=positions,
+    )
     out = forward(params, step_inputs, cache)
     cache = out.cache
     for b, length in enumerate(lengths):
       errors.append(qt.rel_error(out.logits[b, 0], ref_rows[b][length + step]))
   np.testing.assert_array_equal(cache.lengths, np.asarray(expected_lengths) + STEPS)
-  print(f"[parity] cached prefill+{STEPS} decode steps ({padding} padding, scan={scan_layers}): "
-        f"max rel {max(errors):.2e}")
+  print(
+    f"[parity] cached prefill+{STEPS} decode steps ({padding} padding, scan={scan_layers}): max rel {max(errors):.2e}"
+  )
   assert max(errors) <= TOLERANCE
 
   # A row whose chunk has no real token (a finished sequence) does not advance.
-  idle = ModelInputs(input_ids=np.zeros((2, 1), np.int32), segment_ids=np.array([[0], [1]], np.int32),
-                     positions=np.zeros((3, 2, 1), np.int32))
+  idle = ModelInputs(
+    input_ids=np.zeros((2, 1), np.int32),
+    segment_ids=np.array([[0], [1]], np.int32),
+    positions=np.zeros((3, 2, 1), np.int32),
+  )
   np.testing.assert_array_equal(forward(params, idle, cache).cache.lengths, cache.lengths + np.array([0, 1]))

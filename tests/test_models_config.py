@@ -14,20 +14,51 @@ from vrrl_jax.models import vision as vision_lib
 
 # Qwen2.5-VL-7B-Instruct config.json as on the Hub (flat text fields, legacy rope spelling), QWEN_VL_NOTES §5.2.
 HUB_7B = {
-    "architectures": ["Qwen2_5_VLForConditionalGeneration"], "model_type": "qwen2_5_vl",
-    "attention_dropout": 0.0, "bos_token_id": 151643, "eos_token_id": 151645, "hidden_act": "silu",
-    "hidden_size": 3584, "image_token_id": 151655, "initializer_range": 0.02, "intermediate_size": 18944,
-    "max_position_embeddings": 128000, "max_window_layers": 28, "num_attention_heads": 28,
-    "num_hidden_layers": 28, "num_key_value_heads": 4, "rms_norm_eps": 1e-06,
-    "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}, "rope_theta": 1000000.0,
-    "sliding_window": 32768, "tie_word_embeddings": False, "torch_dtype": "bfloat16", "use_cache": True,
-    "use_sliding_window": False, "video_token_id": 151656, "vision_end_token_id": 151653,
-    "vision_start_token_id": 151652, "vision_token_id": 151654, "vocab_size": 152064,
-    "vision_config": {"depth": 32, "hidden_act": "silu", "hidden_size": 1280, "intermediate_size": 3420,
-                      "num_heads": 16, "in_chans": 3, "out_hidden_size": 3584, "patch_size": 14,
-                      "spatial_merge_size": 2, "spatial_patch_size": 14, "window_size": 112,
-                      "fullatt_block_indexes": [7, 15, 23, 31], "tokens_per_second": 2, "temporal_patch_size": 2,
-                      "model_type": "qwen2_5_vl"},
+  "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+  "model_type": "qwen2_5_vl",
+  "attention_dropout": 0.0,
+  "bos_token_id": 151643,
+  "eos_token_id": 151645,
+  "hidden_act": "silu",
+  "hidden_size": 3584,
+  "image_token_id": 151655,
+  "initializer_range": 0.02,
+  "intermediate_size": 18944,
+  "max_position_embeddings": 128000,
+  "max_window_layers": 28,
+  "num_attention_heads": 28,
+  "num_hidden_layers": 28,
+  "num_key_value_heads": 4,
+  "rms_norm_eps": 1e-06,
+  "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+  "rope_theta": 1000000.0,
+  "sliding_window": 32768,
+  "tie_word_embeddings": False,
+  "torch_dtype": "bfloat16",
+  "use_cache": True,
+  "use_sliding_window": False,
+  "video_token_id": 151656,
+  "vision_end_token_id": 151653,
+  "vision_start_token_id": 151652,
+  "vision_token_id": 151654,
+  "vocab_size": 152064,
+  "vision_config": {
+    "depth": 32,
+    "hidden_act": "silu",
+    "hidden_size": 1280,
+    "intermediate_size": 3420,
+    "num_heads": 16,
+    "in_chans": 3,
+    "out_hidden_size": 3584,
+    "patch_size": 14,
+    "spatial_merge_size": 2,
+    "spatial_patch_size": 14,
+    "window_size": 112,
+    "fullatt_block_indexes": [7, 15, 23, 31],
+    "tokens_per_second": 2,
+    "temporal_patch_size": 2,
+    "model_type": "qwen2_5_vl",
+  },
 }
 
 
@@ -62,13 +93,16 @@ def test_rope_parameters_and_rope_scaling_spellings_agree():
 
 
 def test_run_options():
-  config = Qwen25VLConfig.from_hf(qwen_tiny.tiny_config_dict(), dtype="bfloat16", scan_layers=True,
-                                  remat_policy="nothing_saveable")
+  config = Qwen25VLConfig.from_hf(
+    qwen_tiny.tiny_config_dict(), dtype="bfloat16", scan_layers=True, remat_policy="nothing_saveable"
+  )
   assert config.scan_layers and config.dtype == "bfloat16" and config.remat_policy_fn is not None
   assert hash(config) == hash(dataclasses.replace(config))
 
 
-@pytest.mark.parametrize("edit, message", [
+@pytest.mark.parametrize(
+  "edit, message",
+  [
     (lambda r: r["text_config"]["rope_parameters"].update(mrope_section=[2, 3, 4]), "sum\\(mrope_section\\)"),
     (lambda r: r["vision_config"].update(hidden_size=36, num_heads=2), "divisible by 4"),
     (lambda r: r["vision_config"].update(out_hidden_size=32), "out_hidden_size"),
@@ -79,7 +113,8 @@ def test_run_options():
     (lambda r: r.update(model_type="qwen2_vl"), "model_type"),
     (lambda r: r["text_config"]["rope_parameters"].update(rope_type="yarn"), "rope_type"),
     (lambda r: r.update(image_token_id=300), "image_token_id"),
-])
+  ],
+)
 def test_invalid_configs_raise(edit, message):
   raw = qwen_tiny.tiny_config_dict()
   edit(raw)
@@ -89,8 +124,12 @@ def test_invalid_configs_raise(edit, message):
 
 def test_invalid_options_raise():
   raw = qwen_tiny.tiny_config_dict()
-  for options, message in [(dict(dtype="float16"), "dtype"), (dict(remat_policy="nope"), "remat_policy"),
-                           (dict(attention_impl="flash"), "attention_impl"), (dict(precision="max"), "precision")]:
+  for options, message in [
+    (dict(dtype="float16"), "dtype"),
+    (dict(remat_policy="nope"), "remat_policy"),
+    (dict(attention_impl="flash"), "attention_impl"),
+    (dict(precision="max"), "precision"),
+  ]:
     with pytest.raises(ValueError, match=message):
       Qwen25VLConfig.from_hf(raw, **options)
 
@@ -108,8 +147,7 @@ def test_window_index_documented_example():
 def test_merge_block_positions_documented_example():
   # QWEN_VL_NOTES §1.3: grid (1,4,4), m=2 -> [0,0],[0,1],[1,0],[1,1],[0,2],[0,3],[1,2],[1,3],[2,0],...
   positions = vision_lib.merge_block_positions(np.array([[1, 4, 4]]), 2)
-  np.testing.assert_array_equal(positions[:9], [[0, 0], [0, 1], [1, 0], [1, 1], [0, 2], [0, 3], [1, 2], [1, 3],
-                                                [2, 0]])
+  np.testing.assert_array_equal(positions[:9], [[0, 0], [0, 1], [1, 0], [1, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 0]])
 
 
 def test_get_rope_index_documented_example():
@@ -118,9 +156,10 @@ def test_get_rope_index_documented_example():
   ids = np.array([[250 if t else 1 for t in types]])
   positions, deltas = get_rope_index(ids, np.array([types]), np.array([[1, 4, 6], [1, 6, 4]]), None, 2)
   expected = [
-      [0, 1, 2, 3, 4, 4, 4, 4, 4, 4, 7, 8, 9, 10, 11, 12, 12, 12, 12, 12, 12, 15, 16, 17, 18, 19],
-      [0, 1, 2, 3, 4, 4, 4, 5, 5, 5, 7, 8, 9, 10, 11, 12, 12, 13, 13, 14, 14, 15, 16, 17, 18, 19],
-      [0, 1, 2, 3, 4, 5, 6, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 12, 13, 12, 13, 15, 16, 17, 18, 19]]
+    [0, 1, 2, 3, 4, 4, 4, 4, 4, 4, 7, 8, 9, 10, 11, 12, 12, 12, 12, 12, 12, 15, 16, 17, 18, 19],
+    [0, 1, 2, 3, 4, 4, 4, 5, 5, 5, 7, 8, 9, 10, 11, 12, 12, 13, 13, 14, 14, 15, 16, 17, 18, 19],
+    [0, 1, 2, 3, 4, 5, 6, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 12, 13, 12, 13, 15, 16, 17, 18, 19],
+  ]
   np.testing.assert_array_equal(positions[:, 0], expected)
   np.testing.assert_array_equal(deltas, [-6])
 
@@ -151,7 +190,8 @@ def test_init_params_matches_abstract_params():
   assert specs == abstract_specs
   layers = params["language_model"]["layers"]
   assert specs["language_model"]["layers"]["self_attn"]["q_proj"]["kernel"] == jax.sharding.PartitionSpec(
-      "layers", "embed", "q_heads", "head_dim")
+    "layers", "embed", "q_heads", "head_dim"
+  )
   np.testing.assert_array_equal(layers["input_layernorm"]["scale"], 1.0)
   np.testing.assert_array_equal(layers["self_attn"]["q_proj"]["bias"], 0.0)
   assert 0.01 < float(np.std(layers["mlp"]["up_proj"]["kernel"])) < 0.03

@@ -46,8 +46,11 @@ def jitted_encode_images(config):
 
 
 def hf_logits(model, ids, mask, grids, pixels):
-  kwargs = dict(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)))
+  kwargs = dict(
+    input_ids=torch.tensor(ids),
+    attention_mask=torch.tensor(mask),
+    mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),
+  )
   if grids:
     kwargs.update(pixel_values=torch.tensor(pixels), image_grid_thw=torch.tensor(grids))
   with torch.no_grad():
@@ -55,8 +58,9 @@ def hf_logits(model, ids, mask, grids, pixels):
 
 
 def our_logits(config, params, ids, mask, grids, pixels, patch_multiple=256):
-  inputs, _ = prepare_inputs(config, ids, mask, pixels if grids else None, np.array(grids) if grids else None,
-                             patch_multiple=patch_multiple)
+  inputs, _ = prepare_inputs(
+    config, ids, mask, pixels if grids else None, np.array(grids) if grids else None, patch_multiple=patch_multiple
+  )
   return np.asarray(jitted_forward(config)({"params": params}, inputs).logits)
 
 
@@ -111,8 +115,9 @@ def test_tied_embeddings_logits_match_transformers(hf_tied):
   ids, mask, grids, pixels = scenario("two_images_window_padding", np.random.default_rng(1))
   config, params = convert(hf_tied)
   assert config.tie_word_embeddings and "lm_head" not in params["language_model"]
-  err = qt.rel_error(our_logits(config, params, ids, mask, grids, pixels),
-                     hf_logits(hf_tied, ids, mask, grids, pixels), mask)
+  err = qt.rel_error(
+    our_logits(config, params, ids, mask, grids, pixels), hf_logits(hf_tied, ids, mask, grids, pixels), mask
+  )
   print(f"[parity] logits tied embeddings: rel {err:.2e}")
   assert err <= TOLERANCE
 
@@ -125,14 +130,19 @@ def test_bucketed_padding_matches_unpadded(hf_untied, patch_multiple):
   ref = hf_logits(hf_untied, ids, mask, grids, pixels)
   bucketed = our_logits(config, params, ids, mask, grids, pixels, patch_multiple=256)
   other = our_logits(config, params, ids, mask, grids, pixels, patch_multiple=patch_multiple)
-  print(f"[parity] patch_multiple {patch_multiple} vs transformers: rel {qt.rel_error(other, ref, mask):.2e}; "
-        f"vs bucket 256: rel {qt.rel_error(other, bucketed, mask):.2e}")
+  print(
+    f"[parity] patch_multiple {patch_multiple} vs transformers: rel {qt.rel_error(other, ref, mask):.2e}; "
+    f"vs bucket 256: rel {qt.rel_error(other, bucketed, mask):.2e}"
+  )
   assert qt.rel_error(other, ref, mask) <= TOLERANCE
   assert qt.rel_error(other, bucketed, mask) <= 1e-5
 
 
-@pytest.mark.parametrize("grids", [[(1, 4, 6), (1, 6, 4)], [(1, 8, 8), (1, 2, 10)], [(2, 4, 6)]],
-                         ids=["window_padding", "mixed_sizes", "two_frames"])
+@pytest.mark.parametrize(
+  "grids",
+  [[(1, 4, 6), (1, 6, 4)], [(1, 8, 8), (1, 2, 10)], [(2, 4, 6)]],
+  ids=["window_padding", "mixed_sizes", "two_frames"],
+)
 def test_vision_tower_matches_transformers(hf_untied, grids):
   pixels = qt.random_pixels(grids, np.random.default_rng(3))
   config, params = convert(hf_untied)
@@ -140,7 +150,7 @@ def test_vision_tower_matches_transformers(hf_untied, grids):
     ref = hf_untied.model.visual(torch.tensor(pixels), grid_thw=torch.tensor(grids)).pooler_output.numpy()
   inputs = vision_lib.prepare_vision_inputs(pixels, np.array(grids), config.vision, patch_multiple=256)
   features = np.asarray(jitted_encode_images(config)({"params": params}, inputs))
-  err = qt.rel_error(features[:len(ref)], ref)
+  err = qt.rel_error(features[: len(ref)], ref)
   print(f"[parity] vision pooler {grids}: rel {err:.2e}")
   assert features.shape == (256 // 4, config.text.hidden_size)
   assert err <= TOLERANCE
@@ -149,6 +159,7 @@ def test_vision_tower_matches_transformers(hf_untied, grids):
 @pytest.mark.parametrize("grids", [[(1, 4, 6), (1, 6, 4)], [(1, 8, 8), (1, 2, 10)], [(2, 4, 6)]])
 def test_window_index_matches_transformers(grids):
   from transformers import vision_utils
+
   config = Qwen25VLConfig.from_hf(qt.tiny_config_dict())
   ref_index, ref_cu = vision_utils.get_vision_window_index(torch.tensor(grids), 2, config.vision.window_size, 14)
   order, window_ids = vision_lib.window_index(np.array(grids), config.vision)
@@ -164,8 +175,11 @@ def test_get_rope_index_matches_transformers(hf_untied, name):
   ids, mask, grids, _ = scenario(name, np.random.default_rng(4))
   types = (ids == qt.IMAGE_TOKEN_ID).astype(np.int64)
   ref_positions, ref_deltas = hf_untied.model.get_rope_index(
-      torch.tensor(ids), mm_token_type_ids=torch.tensor(types),
-      image_grid_thw=torch.tensor(grids) if grids else None, attention_mask=torch.tensor(mask))
+    torch.tensor(ids),
+    mm_token_type_ids=torch.tensor(types),
+    image_grid_thw=torch.tensor(grids) if grids else None,
+    attention_mask=torch.tensor(mask),
+  )
   positions, deltas = get_rope_index(ids, types, np.array(grids) if grids else None, mask, 2)
   np.testing.assert_array_equal(positions, ref_positions.numpy())
   np.testing.assert_array_equal(deltas, ref_deltas.numpy()[:, 0])
@@ -175,9 +189,13 @@ def test_call_on_processor_style_arrays(hf_untied):
   """model.apply(params, **processor_outputs) prepares on the host and returns .logits."""
   ids, mask, grids, pixels = scenario("left_padded_batch", np.random.default_rng(5))
   config, params = convert(hf_untied)
-  processor_outputs = dict(input_ids=ids, attention_mask=mask, pixel_values=pixels,
-                           image_grid_thw=np.array(grids, np.int64),
-                           mm_token_type_ids=(ids == qt.IMAGE_TOKEN_ID).astype(np.int64))
+  processor_outputs = dict(
+    input_ids=ids,
+    attention_mask=mask,
+    pixel_values=pixels,
+    image_grid_thw=np.array(grids, np.int64),
+    mm_token_type_ids=(ids == qt.IMAGE_TOKEN_ID).astype(np.int64),
+  )
   out = Qwen25VL(config).apply({"params": params}, **processor_outputs)
   err = qt.rel_error(out.logits, hf_logits(hf_untied, ids, mask, grids, pixels), mask)
   print(f"[parity] __call__ on processor arrays: rel {err:.2e}")
@@ -208,7 +226,7 @@ def test_image_sizes_in_one_bucket_compile_once(hf_untied):
     with torch.no_grad():
       ref = hf_untied.model.visual(torch.tensor(pixels), grid_thw=torch.tensor(grids)).pooler_output.numpy()
     inputs = vision_lib.prepare_vision_inputs(pixels, np.array(grids), config.vision, patch_multiple=256)
-    assert qt.rel_error(np.asarray(encode(params, inputs))[:len(ref)], ref) <= TOLERANCE
+    assert qt.rel_error(np.asarray(encode(params, inputs))[: len(ref)], ref) <= TOLERANCE
   assert len(traces) == 1
 
 
@@ -222,10 +240,11 @@ def test_vision_tower_many_images_matches_transformers(hf_untied, max_frame_patc
   config = dataclasses.replace(config, max_frame_patches=max_frame_patches)
   with torch.no_grad():
     ref = hf_untied.model.visual(torch.tensor(pixels), grid_thw=torch.tensor(grids)).pooler_output.numpy()
-  inputs = vision_lib.prepare_vision_inputs(pixels, np.array(grids), config.vision, patch_multiple=256,
-                                            max_frame_patches=max_frame_patches)
+  inputs = vision_lib.prepare_vision_inputs(
+    pixels, np.array(grids), config.vision, patch_multiple=256, max_frame_patches=max_frame_patches
+  )
   features = np.asarray(jitted_encode_images(config)({"params": params}, inputs))
-  err = qt.rel_error(features[:len(ref)], ref)
+  err = qt.rel_error(features[: len(ref)], ref)
   print(f"[parity] vision pooler, 7 images, max_frame_patches={max_frame_patches}: rel {err:.2e}")
   assert err <= TOLERANCE
 

@@ -69,8 +69,11 @@ def scenario(name, rng):
 
 
 def hf_logits(model, ids, mask, grids, pixels):
-  kwargs = dict(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)))
+  kwargs = dict(
+    input_ids=torch.tensor(ids),
+    attention_mask=torch.tensor(mask),
+    mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),
+  )
   if grids:
     kwargs.update(pixel_values=torch.tensor(pixels), image_grid_thw=torch.tensor(grids))
   with torch.no_grad():
@@ -79,8 +82,15 @@ def hf_logits(model, ids, mask, grids, pixels):
 
 def our_logits(config, params, ids, mask, grids, pixels, patch_multiple=256):
   types = (ids == qt.IMAGE_TOKEN_ID).astype(np.int64)
-  inputs, _ = prepare_inputs(config, ids, mask, pixels if grids else None, np.array(grids) if grids else None,
-                             types, patch_multiple=patch_multiple)
+  inputs, _ = prepare_inputs(
+    config,
+    ids,
+    mask,
+    pixels if grids else None,
+    np.array(grids) if grids else None,
+    types,
+    patch_multiple=patch_multiple,
+  )
   return np.asarray(jitted_forward(config)({"params": params}, inputs).logits)
 
 
@@ -111,8 +121,9 @@ def test_vision_tower_and_deepstack_match_transformers(hf_untied, grids):
 def test_logits_match_transformers(hf_untied, name):
   ids, mask, grids, pixels = scenario(name, np.random.default_rng(0))
   config, params = convert(hf_untied)
-  err = qt.rel_error(our_logits(config, params, ids, mask, grids, pixels),
-                     hf_logits(hf_untied, ids, mask, grids, pixels), mask)
+  err = qt.rel_error(
+    our_logits(config, params, ids, mask, grids, pixels), hf_logits(hf_untied, ids, mask, grids, pixels), mask
+  )
   print(f"[parity qwen3] logits {name}: rel {err:.2e}")
   assert err <= TOLERANCE
 
@@ -151,10 +162,16 @@ def test_cached_greedy_decoding_equals_generate(hf_untied):
   config, params = convert(hf_untied)
   types = (ids == qt.IMAGE_TOKEN_ID).astype(np.int64)
   with torch.no_grad():
-    out = hf_untied.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                             mm_token_type_ids=torch.tensor(types), pixel_values=torch.tensor(pixels),
-                             image_grid_thw=torch.tensor(grids), max_new_tokens=6, do_sample=False)
-  theirs = out[0, ids.shape[1]:].numpy().tolist()
+    out = hf_untied.generate(
+      input_ids=torch.tensor(ids),
+      attention_mask=torch.tensor(mask),
+      mm_token_type_ids=torch.tensor(types),
+      pixel_values=torch.tensor(pixels),
+      image_grid_thw=torch.tensor(grids),
+      max_new_tokens=6,
+      do_sample=False,
+    )
+  theirs = out[0, ids.shape[1] :].numpy().tolist()
 
   inputs, deltas = prepare_inputs(config, ids, mask, pixels, np.array(grids), types)
   model = Qwen3VL(config)
@@ -163,8 +180,12 @@ def test_cached_greedy_decoding_equals_generate(hf_untied):
   cache, token = result.cache, int(np.argmax(result.logits[0, -1]))
   ours, position = [token], int(inputs.positions.max()) + 1
   for _ in range(5):
-    step = inputs.replace(input_ids=np.array([[token]], np.int32), segment_ids=np.ones((1, 1), np.int32),
-                          positions=np.full((3, 1, 1), position, np.int32), vision=None)
+    step = inputs.replace(
+      input_ids=np.array([[token]], np.int32),
+      segment_ids=np.ones((1, 1), np.int32),
+      positions=np.full((3, 1, 1), position, np.int32),
+      vision=None,
+    )
     result = model.apply({"params": params}, step, cache, method=Qwen3VL.forward)
     cache, token, position = result.cache, int(np.argmax(result.logits[0, -1])), position + 1
     ours.append(token)
@@ -201,16 +222,18 @@ def test_from_pretrained_onto_a_mesh_and_orbax_round_trip(hf_untied, tmp_path, s
   hf_untied.save_pretrained(tmp_path / "hf", max_shard_size="200KB")
   assert len(list((tmp_path / "hf").glob("model-*.safetensors"))) > 1
   mesh = mesh_lib.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
-  model, params = from_pretrained(tmp_path / "hf", mesh=mesh, rules=rules_lib.DEFAULT_RULES, scan_layers=scan_layers,
-                                  progress=False)
+  model, params = from_pretrained(
+    tmp_path / "hf", mesh=mesh, rules=rules_lib.DEFAULT_RULES, scan_layers=scan_layers, progress=False
+  )
   assert type(model).__name__ == "Qwen3VL"
   expected = mesh_lib.param_shardings(families.abstract_params(model.config)[1], mesh, rules_lib.DEFAULT_RULES)
   for leaf, sharding in zip(jax.tree.leaves(params), jax.tree.leaves(expected)):
     assert leaf.sharding.is_equivalent_to(sharding, leaf.ndim)
   ids, mask, grids, pixels = scenario("left_padded_batch", np.random.default_rng(7))
   host = jax.device_get(params)
-  err = qt.rel_error(our_logits(model.config, host, ids, mask, grids, pixels),
-                     hf_logits(hf_untied, ids, mask, grids, pixels), mask)
+  err = qt.rel_error(
+    our_logits(model.config, host, ids, mask, grids, pixels), hf_logits(hf_untied, ids, mask, grids, pixels), mask
+  )
   assert err <= TOLERANCE
   orbax_io.save(tmp_path / "ckpt", host, model.config)
   _, restored = from_pretrained(tmp_path / "ckpt", mesh=mesh, scan_layers=not scan_layers, progress=False)

@@ -26,13 +26,25 @@ def example():
   # loss = sum over real tokens of logits * weights: every parameter gets a gradient.
   weights = (rng.standard_normal((*ids.shape, 256)) * mask[..., None]).astype(np.float32)
   model.zero_grad()
-  logits = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                 mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),
-                 pixel_values=torch.tensor(pixels), image_grid_thw=torch.tensor(grids)).logits
+  logits = model(
+    input_ids=torch.tensor(ids),
+    attention_mask=torch.tensor(mask),
+    mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),
+    pixel_values=torch.tensor(pixels),
+    image_grid_thw=torch.tensor(grids),
+  ).logits
   (logits * torch.tensor(weights)).sum().backward()
   grads = {name: p.grad.numpy().copy() for name, p in model.named_parameters()}
-  return dict(model=model, ids=ids, mask=mask, grids=grids, pixels=pixels, weights=weights,
-              ref_logits=logits.detach().numpy(), ref_grads=grads)
+  return dict(
+    model=model,
+    ids=ids,
+    mask=mask,
+    grids=grids,
+    pixels=pixels,
+    weights=weights,
+    ref_logits=logits.detach().numpy(),
+    ref_grads=grads,
+  )
 
 
 def convert(example, **options):
@@ -61,8 +73,9 @@ def test_scanned_layers_match_transformers(example):
   assert err <= TOLERANCE
 
 
-@pytest.mark.parametrize("scan_layers, remat_policy", [(False, None), (False, "nothing_saveable"),
-                                                       (True, "nothing_saveable")])
+@pytest.mark.parametrize(
+  "scan_layers, remat_policy", [(False, None), (False, "nothing_saveable"), (True, "nothing_saveable")]
+)
 def test_gradients_match_torch_autograd(example, scan_layers, remat_policy):
   config, params = convert(example, scan_layers=scan_layers, remat_policy=remat_policy)
   model = Qwen25VL(config)

@@ -32,16 +32,28 @@ RULES = rules_lib.DEFAULT_RULES
 # lr 1e-2: float32 rounding of O(1) params is then ~1e-5 of the update, below the update comparison's tolerance.
 OPTIMIZER = ts.OptimizerConfig(learning_rate=1e-2, eps=1e-3)
 # Rows: text tokens (ints) and images (t, h, w); the last text piece is the "response" that carries loss.
-ROWS = [[3, (1, 4, 4), 6], [5, (1, 4, 6), 4], [2, (1, 6, 4), 9], [4, (1, 4, 4), 3, (1, 4, 4), 5],
-        [6, (1, 4, 4), 2], [1, (1, 4, 6), 7], [3, (1, 4, 4), 4], [2, (1, 4, 4), 8]]
+ROWS = [
+  [3, (1, 4, 4), 6],
+  [5, (1, 4, 6), 4],
+  [2, (1, 6, 4), 9],
+  [4, (1, 4, 4), 3, (1, 4, 4), 5],
+  [6, (1, 4, 4), 2],
+  [1, (1, 4, 6), 7],
+  [3, (1, 4, 4), 4],
+  [2, (1, 4, 4), 8],
+]
 EMPTY_ROW = 6  # no loss tokens at all (a fully masked sample)
 
 
 def hf_token_logprobs(model, ids, mask, grids, pixels):
   """torch log_softmax(logits)[t, ids[t + 1]] and the entropy at t, [B, S - 1] float64, with the autograd graph."""
-  logits = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                 mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),
-                 pixel_values=torch.tensor(pixels), image_grid_thw=torch.tensor(grids)).logits
+  logits = model(
+    input_ids=torch.tensor(ids),
+    attention_mask=torch.tensor(mask),
+    mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),
+    pixel_values=torch.tensor(pixels),
+    image_grid_thw=torch.tensor(grids),
+  ).logits
   log_probs = torch.log_softmax(logits.double(), dim=-1)[:, :-1]
   logp = torch.gather(log_probs, 2, torch.tensor(ids[:, 1:])[..., None])[..., 0]
   entropy = -(log_probs.exp() * log_probs).sum(-1)
@@ -64,8 +76,8 @@ def setup(request):
   pixels = qt.random_pixels(grids, rng, request.param)
   token_mask = np.zeros(ids.shape, np.float32)
   for b, length in enumerate(response):
-    token_mask[b, ids.shape[1] - length:] = 1
-  token_mask[1, ids.shape[1] - 4:ids.shape[1] - 2] = 0  # a masked turn inside a response
+    token_mask[b, ids.shape[1] - length :] = 1
+  token_mask[1, ids.shape[1] - 4 : ids.shape[1] - 2] = 0  # a masked turn inside a response
   token_mask[EMPTY_ROW] = 0
   targets, loss_mask = step_lib.next_token_targets(ids, token_mask)
 
@@ -81,9 +93,23 @@ def setup(request):
   ref_logp[:, :-1] = np.where(valid, hf_logp + rng.normal(scale=0.5, size=hf_logp.shape), 0.0)
   advantages = rng.normal(scale=1.5, size=len(ROWS)).astype(np.float32)
   advantages[0] = -1.0  # ... with a negative advantage
-  return dict(hf_model=hf_model, config=config, params=params, specs=specs, ids=ids, attention=attention,
-              grids=np.array(grids), pixels=pixels, targets=targets, loss_mask=loss_mask, hf_logp=hf_logp,
-              hf_entropy=hf_entropy, old_logp=old_logp, ref_logp=ref_logp, advantages=advantages)
+  return dict(
+    hf_model=hf_model,
+    config=config,
+    params=params,
+    specs=specs,
+    ids=ids,
+    attention=attention,
+    grids=np.array(grids),
+    pixels=pixels,
+    targets=targets,
+    loss_mask=loss_mask,
+    hf_logp=hf_logp,
+    hf_entropy=hf_entropy,
+    old_logp=old_logp,
+    ref_logp=ref_logp,
+    advantages=advantages,
+  )
 
 
 @functools.cache
@@ -92,33 +118,50 @@ def single_device_mesh():
 
 
 def step_config(mode: str) -> step_lib.StepConfig:
-  return step_lib.StepConfig(loss=loss_lib.PolicyLossConfig(loss_agg_mode=mode), optimizer=OPTIMIZER,
-                             logprob_chunk_size=CHUNK)
+  return step_lib.StepConfig(
+    loss=loss_lib.PolicyLossConfig(loss_agg_mode=mode), optimizer=OPTIMIZER, logprob_chunk_size=CHUNK
+  )
 
 
 def new_state(setup):
-  return ts.create_train_state(setup["params"], setup["specs"], OPTIMIZER, jax.random.key(0), single_device_mesh(),
-                               RULES)
+  return ts.create_train_state(
+    setup["params"], setup["specs"], OPTIMIZER, jax.random.key(0), single_device_mesh(), RULES
+  )
 
 
 @pytest.fixture(scope="module")
 def train_steps(setup):
   """mode -> the jitted train step (one per loss mode, so each batch shape compiles once per file)."""
-  state_shardings = ts.train_state_shardings(setup["params"], setup["specs"], ts.make_optimizer(OPTIMIZER),
-                                             single_device_mesh(), RULES)
+  state_shardings = ts.train_state_shardings(
+    setup["params"], setup["specs"], ts.make_optimizer(OPTIMIZER), single_device_mesh(), RULES
+  )
   model = families.build(setup["config"])
-  return {mode: step_lib.make_train_step(model, single_device_mesh(), RULES, step_config(mode), state_shardings)
-          for mode in loss_lib.LOSS_AGG_MODES}
+  return {
+    mode: step_lib.make_train_step(model, single_device_mesh(), RULES, step_config(mode), state_shardings)
+    for mode in loss_lib.LOSS_AGG_MODES
+  }
 
 
 def make_batch(setup, num_micro_batches, advantages=None):
   split = functools.partial(step_lib.micro_batch_rows, num_micro_batches=num_micro_batches)
-  inputs = step_lib.prepare_micro_batches(setup["config"], setup["ids"], setup["attention"], setup["pixels"],
-                                          setup["grids"], num_micro_batches, patch_multiple=16)
+  inputs = step_lib.prepare_micro_batches(
+    setup["config"],
+    setup["ids"],
+    setup["attention"],
+    setup["pixels"],
+    setup["grids"],
+    num_micro_batches,
+    patch_multiple=16,
+  )
   advantages = setup["advantages"] if advantages is None else advantages
-  return step_lib.RLBatch(inputs=inputs, targets=split(setup["targets"]), loss_mask=split(setup["loss_mask"]),
-                          advantages=split(advantages), old_logp=split(setup["old_logp"]),
-                          ref_logp=split(setup["ref_logp"]))
+  return step_lib.RLBatch(
+    inputs=inputs,
+    targets=split(setup["targets"]),
+    loss_mask=split(setup["loss_mask"]),
+    advantages=split(advantages),
+    old_logp=split(setup["old_logp"]),
+    ref_logp=split(setup["ref_logp"]),
+  )
 
 
 def numpy_loss(logp, old, ref, adv, mask, mode, clip_low=0.2, clip_high=0.3, dual_clip=3.0, kl_coef=0.01):
@@ -154,8 +197,9 @@ def max_rel_error(ours, ref):
 def test_logprobs_match_transformers(setup):
   """Chunked log-probs of two micro-batches (images packed per micro-batch) equal torch's log_softmax."""
   param_shardings = mesh_lib.param_shardings(setup["specs"], single_device_mesh(), RULES)
-  logprob_fn = step_lib.make_logprob_fn(families.build(setup["config"]), single_device_mesh(), RULES, param_shardings,
-                                        chunk_size=CHUNK)
+  logprob_fn = step_lib.make_logprob_fn(
+    families.build(setup["config"]), single_device_mesh(), RULES, param_shardings, chunk_size=CHUNK
+  )
   batch = make_batch(setup, num_micro_batches=2)
   logp = np.asarray(logprob_fn(setup["params"], batch.inputs, batch.targets)).reshape(setup["ids"].shape)
   valid = (setup["attention"][:, :-1] > 0) & (setup["attention"][:, 1:] > 0)
@@ -182,8 +226,13 @@ def torch_one_batch_update(setup, mode):
   else:
     rows = mask.sum(1) > 0
     loss = ((per_token * mask).sum(1)[rows] / mask.sum(1)[rows]).mean()
-  optimizer = torch.optim.AdamW(model.parameters(), lr=OPTIMIZER.learning_rate, betas=(OPTIMIZER.b1, OPTIMIZER.b2),
-                                eps=OPTIMIZER.eps, weight_decay=OPTIMIZER.weight_decay)
+  optimizer = torch.optim.AdamW(
+    model.parameters(),
+    lr=OPTIMIZER.learning_rate,
+    betas=(OPTIMIZER.b1, OPTIMIZER.b2),
+    eps=OPTIMIZER.eps,
+    weight_decay=OPTIMIZER.weight_decay,
+  )
   loss.backward()
   grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), OPTIMIZER.max_grad_norm))
   optimizer.step()
@@ -200,19 +249,23 @@ def test_four_micro_batches_equal_one_batch_in_numpy_and_torch(setup, train_step
   after, metrics = host(after), {k: float(v) for k, v in metrics.items()}
 
   mask = setup["loss_mask"][:, :-1]
-  expected_loss, ratio = numpy_loss(setup["hf_logp"], setup["old_logp"][:, :-1], setup["ref_logp"][:, :-1],
-                                    setup["advantages"], mask, mode)
+  expected_loss, ratio = numpy_loss(
+    setup["hf_logp"], setup["old_logp"][:, :-1], setup["ref_logp"][:, :-1], setup["advantages"], mask, mode
+  )
   kept, adv = mask > 0, setup["advantages"][:, None]
   assert ((adv > 0) & (ratio > 1.3))[kept].any() and ((adv < 0) & (ratio < 0.8))[kept].any()
   assert ((adv < 0) & (ratio > 3.0))[kept].any()  # every branch of the dual-clip loss is exercised
   torch_loss, grad_norm, torch_params = torch_one_batch_update(setup, mode)
   loss_err = abs(metrics["loss"] - expected_loss) / abs(expected_loss)
   norm_err = abs(metrics["grad_norm"] - grad_norm) / grad_norm
-  update_err = max_rel_error(jax.tree.map(np.subtract, after.params, before.params),
-                             jax.tree.map(np.subtract, torch_params, before.params))
-  print(f"[rl step] {mode}, 4 micro-batches vs one batch: loss vs numpy rel {loss_err:.2e} (torch's loss rel "
-        f"{abs(torch_loss - expected_loss) / abs(expected_loss):.2e}); grad norm {grad_norm:.3f} vs torch rel "
-        f"{norm_err:.2e}; AdamW update vs torch: max per-tensor rel {update_err:.2e}")
+  update_err = max_rel_error(
+    jax.tree.map(np.subtract, after.params, before.params), jax.tree.map(np.subtract, torch_params, before.params)
+  )
+  print(
+    f"[rl step] {mode}, 4 micro-batches vs one batch: loss vs numpy rel {loss_err:.2e} (torch's loss rel "
+    f"{abs(torch_loss - expected_loss) / abs(expected_loss):.2e}); grad norm {grad_norm:.3f} vs torch rel "
+    f"{norm_err:.2e}; AdamW update vs torch: max per-tensor rel {update_err:.2e}"
+  )
   assert loss_err <= 1e-5  # log-probs come from our model vs torch: ~1e-6 relative apart
   assert grad_norm > OPTIMIZER.max_grad_norm  # clipping is active
   assert norm_err <= 1e-5
@@ -236,26 +289,31 @@ def test_shape_floor_padding_leaves_the_update_unchanged(setup, train_steps):
   rows, extra_rows, extra_len = len(ROWS), 4, 7
   pad_cols = lambda a: np.pad(a, ((0, extra_rows), (0, extra_len)))
   ids = pad_cols(setup["ids"])
-  ids[rows:, :setup["ids"].shape[1]] = setup["ids"][0]  # filler rows repeat row 0 (and its image)
+  ids[rows:, : setup["ids"].shape[1]] = setup["ids"][0]  # filler rows repeat row 0 (and its image)
   attention = pad_cols(setup["attention"])
-  attention[rows:, :setup["attention"].shape[1]] = setup["attention"][0]
+  attention[rows:, : setup["attention"].shape[1]] = setup["attention"][0]
   first_row_images = sum(isinstance(p, tuple) for p in ROWS[0])
   grids = np.concatenate([setup["grids"]] + [setup["grids"][:first_row_images]] * extra_rows)
   first_row_patches = int(np.prod(setup["grids"][:first_row_images], axis=1).sum())
   pixels = np.concatenate([setup["pixels"]] + [setup["pixels"][:first_row_patches]] * extra_rows)
   inputs = step_lib.prepare_micro_batches(setup["config"], ids, attention, pixels, grids, 1, patch_multiple=512)
   one = lambda a: a[None]
-  batch = step_lib.RLBatch(inputs=inputs, targets=one(pad_cols(setup["targets"])),
-                           loss_mask=one(pad_cols(setup["loss_mask"])),
-                           advantages=one(np.pad(setup["advantages"], (0, extra_rows))),
-                           old_logp=one(pad_cols(setup["old_logp"])), ref_logp=one(pad_cols(setup["ref_logp"])))
+  batch = step_lib.RLBatch(
+    inputs=inputs,
+    targets=one(pad_cols(setup["targets"])),
+    loss_mask=one(pad_cols(setup["loss_mask"])),
+    advantages=one(np.pad(setup["advantages"], (0, extra_rows))),
+    old_logp=one(pad_cols(setup["old_logp"])),
+    ref_logp=one(pad_cols(setup["ref_logp"])),
+  )
   assert inputs.vision.pixel_values.shape[1] == 512 > pixels.shape[0]
   padded, metrics = train_steps[loss_lib.TOKEN_MEAN](state, batch)
   padded = host(padded)
   for key in ("loss", "grad_norm", "n_tokens", "n_seqs", "entropy"):
     assert float(metrics[key]) == pytest.approx(float(ref_metrics[key]), rel=1e-5), key
-  update_err = max_rel_error(jax.tree.map(np.subtract, padded.params, before.params),
-                             jax.tree.map(np.subtract, reference.params, before.params))
+  update_err = max_rel_error(
+    jax.tree.map(np.subtract, padded.params, before.params), jax.tree.map(np.subtract, reference.params, before.params)
+  )
   print(f"[rl step] padded to {ids.shape} + 512 patches vs unpadded: update max per-tensor rel {update_err:.2e}")
   assert update_err <= 1e-4
 
@@ -288,16 +346,31 @@ def test_adamw_matches_torch_with_warmup_and_skip(decay_steps):
   touching params, moments or the schedule."""
   import transformers
 
-  config = ts.OptimizerConfig(learning_rate=0.05, b1=0.8, b2=0.95, eps=1e-6, weight_decay=0.1, max_grad_norm=0.5,
-                              warmup_steps=2, decay_steps=decay_steps)
+  config = ts.OptimizerConfig(
+    learning_rate=0.05,
+    b1=0.8,
+    b2=0.95,
+    eps=1e-6,
+    weight_decay=0.1,
+    max_grad_norm=0.5,
+    warmup_steps=2,
+    decay_steps=decay_steps,
+  )
   rng = np.random.default_rng(1)
   params = {"w": rng.normal(size=(3, 4)).astype(np.float32), "b": rng.normal(size=(4,)).astype(np.float32)}
-  grads = [{k: (s * rng.normal(size=v.shape)).astype(np.float32) for k, v in params.items()}
-           for s in (0.1, 3.0, np.nan, 0.2, 2.0)]
+  grads = [
+    {k: (s * rng.normal(size=v.shape)).astype(np.float32) for k, v in params.items()}
+    for s in (0.1, 3.0, np.nan, 0.2, 2.0)
+  ]
   optimizer = ts.make_optimizer(config)
-  state = ts.TrainState(step=jnp.zeros((), jnp.int32), params=jax.tree.map(jnp.asarray, params), ref_params=None,
-                        opt_state=optimizer.init(params), rng=jnp.zeros((2,), jnp.uint32),
-                        skipped_updates=jnp.zeros((), jnp.int32))
+  state = ts.TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=jax.tree.map(jnp.asarray, params),
+    ref_params=None,
+    opt_state=optimizer.init(params),
+    rng=jnp.zeros((2,), jnp.uint32),
+    skipped_updates=jnp.zeros((), jnp.int32),
+  )
   apply = jax.jit(lambda state, grads: step_lib.apply_gradients(state, grads, jnp.float32(0.0), config))
 
   torch_params = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
@@ -347,8 +420,9 @@ def test_host_batch_helpers_reject_bad_input(setup):
   with pytest.raises(ValueError, match="cannot be split into 3"):
     step_lib.prepare_micro_batches(config, setup["ids"], setup["attention"], setup["pixels"], setup["grids"], 3)
   with pytest.raises(ValueError, match="image tokens"):
-    step_lib.prepare_micro_batches(config, setup["ids"], setup["attention"], setup["pixels"][:-16],
-                                   setup["grids"][:-1], 2)
+    step_lib.prepare_micro_batches(
+      config, setup["ids"], setup["attention"], setup["pixels"][:-16], setup["grids"][:-1], 2
+    )
   ids, attention = setup["ids"].copy(), setup["attention"]
   ids[ids == qt.IMAGE_TOKEN_ID] = 7  # no image tokens in any row, but images given
   with pytest.raises(ValueError, match="no row holds image tokens|do not add up|account for"):

@@ -42,6 +42,7 @@ def tiny_config(family: str):
 def o1_params(shapes, rng):
   """Random params with O(1) activations (as qwen_tiny.reinit): kernels N(0, 1/fan_in), embeddings N(0, 1), norm
   scales 1 + N(0, 0.1), biases N(0, 0.1)."""
+
   def draw(path, shape):
     name = jax.tree_util.keystr(path)
     noise = rng.standard_normal(shape.shape)
@@ -53,6 +54,7 @@ def o1_params(shapes, rng):
       return (0.1 * noise).astype(np.float32)
     fan_in = np.prod(shape.shape[:-1]) if "kernel" in name else shape.shape[0]
     return (noise / np.sqrt(fan_in)).astype(np.float32)
+
   return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
@@ -69,7 +71,7 @@ def setup(request):
   ids, attention = qt.left_pad(rows)
   token_mask = np.zeros(ids.shape, np.float32)
   for b in range(batch):
-    token_mask[b, ids.shape[1] - (3 + b % 5):] = 1
+    token_mask[b, ids.shape[1] - (3 + b % 5) :] = 1
   targets, loss_mask = step_lib.next_token_targets(ids, token_mask)
   patches = int(sum(t * h * w for t, h, w in row_grids))
   pixels = rng.standard_normal((patches, config.vision.patch_dim)).astype(np.float32)
@@ -79,13 +81,21 @@ def setup(request):
 
   def make_batch(num_micro_batches):
     split = functools.partial(step_lib.micro_batch_rows, num_micro_batches=num_micro_batches)
-    inputs = step_lib.prepare_micro_batches(config, ids, attention, pixels, np.array(row_grids), num_micro_batches,
-                                            patch_multiple=16)
-    return step_lib.RLBatch(inputs=inputs, targets=split(targets), loss_mask=split(loss_mask),
-                            advantages=split(advantages), old_logp=split(old_logp), ref_logp=split(ref_logp))
+    inputs = step_lib.prepare_micro_batches(
+      config, ids, attention, pixels, np.array(row_grids), num_micro_batches, patch_multiple=16
+    )
+    return step_lib.RLBatch(
+      inputs=inputs,
+      targets=split(targets),
+      loss_mask=split(loss_mask),
+      advantages=split(advantages),
+      old_logp=split(old_logp),
+      ref_logp=split(ref_logp),
+    )
 
-  return dict(config=config, params=params, specs=specs, one_batch=make_batch(1),
-              micro_batches=make_batch(NUM_MICRO_BATCHES))
+  return dict(
+    config=config, params=params, specs=specs, one_batch=make_batch(1), micro_batches=make_batch(NUM_MICRO_BATCHES)
+  )
 
 
 def run_step(setup, mesh, batch):
@@ -110,13 +120,16 @@ def test_sharded_micro_batched_step_equals_single_device_one_batch(setup, unshar
   loss_err = abs(metrics["loss"] - ref_metrics["loss"]) / abs(ref_metrics["loss"])
   norm_err = abs(metrics["grad_norm"] - ref_metrics["grad_norm"]) / ref_metrics["grad_norm"]
   params_err = max(jax.tree.leaves(jax.tree.map(qt.rel_error, jax.device_get(state.params), ref_params)))
-  print(f"[rl step sharded] {mesh_config}: loss rel {loss_err:.2e}, grad norm rel {norm_err:.2e}, "
-        f"params max rel {params_err:.2e}")
+  print(
+    f"[rl step sharded] {mesh_config}: loss rel {loss_err:.2e}, grad norm rel {norm_err:.2e}, "
+    f"params max rel {params_err:.2e}"
+  )
   assert metrics["skipped"] == 0 and ref_metrics["grad_norm"] > OPTIMIZER.max_grad_norm
   assert loss_err <= 1e-6 and norm_err <= 1e-5 and params_err <= 1e-6
   q_kernel = state.params["language_model"]["layers_0"]["self_attn"]["q_proj"]["kernel"]
   mu = state.opt_state[1][0].mu["language_model"]["layers_0"]["self_attn"]["q_proj"]["kernel"]
   assert q_kernel.sharding.spec == mu.sharding.spec == PartitionSpec("fsdp", "tensor", None)
   fsdp, tensor = mesh_config.get("fsdp", 1), mesh_config.get("tensor", 1)
-  assert q_kernel.addressable_shards[0].data.shape == mu.addressable_shards[0].data.shape == (64 // fsdp,
-                                                                                              4 // tensor, 16)
+  assert (
+    q_kernel.addressable_shards[0].data.shape == mu.addressable_shards[0].data.shape == (64 // fsdp, 4 // tensor, 16)
+  )

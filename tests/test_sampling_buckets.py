@@ -47,8 +47,17 @@ def test_min_patches_per_row_makes_the_patch_bucket_follow_the_batch():
   assert Buckets().patches(300, 4, rows=16) == geometric_bucket(300, 64, 4)  # default 0: patch count only
 
 
-@pytest.mark.parametrize("field, value", [("min_batch", 0), ("min_cache", -1), ("min_patches_per_row", -1),
-                                          ("max_prefill_patches", 0), ("min_chunk", 2.5), ("min_batch", True)])
+@pytest.mark.parametrize(
+  "field, value",
+  [
+    ("min_batch", 0),
+    ("min_cache", -1),
+    ("min_patches_per_row", -1),
+    ("max_prefill_patches", 0),
+    ("min_chunk", 2.5),
+    ("min_batch", True),
+  ],
+)
 def test_buckets_reject_bad_fields(field, value):
   with pytest.raises(ValueError, match=field):
     Buckets(**{field: value})

@@ -42,19 +42,24 @@ def test_three_turn_continuation_equals_full_forward(hf_model):
   params = hf_ckpt.params_from_state_dict(hf_model.state_dict(), config)
   # A small patch budget makes the prefill run in several calls over row subsets.
   sampler = Sampler(config, buckets=Buckets(max_prefill_patches=48))
-  sampling = SamplingConfig(temperature=1.0, max_new_tokens=6, stop_token_ids=STOP_IDS,
-                            suppressed_token_ids=SUPPRESSED)
+  sampling = SamplingConfig(temperature=1.0, max_new_tokens=6, stop_token_ids=STOP_IDS, suppressed_token_ids=SUPPRESSED)
   rng = np.random.default_rng(1)
-  prompts = [segment(rng, [3, (1, 4, 6), 2], family), segment(rng, [2, (1, 6, 4), 3, (1, 4, 4), 1], family),
-             segment(rng, [9, (1, 4, 4), 5], family)]
+  prompts = [
+    segment(rng, [3, (1, 4, 6), 2], family),
+    segment(rng, [2, (1, 6, 4), 3, (1, 4, 4), 1], family),
+    segment(rng, [9, (1, 4, 4), 5], family),
+  ]
   n = 2
-  conversations = {s: [(p.input_ids, p.pixel_values, p.image_grid_thw, False)]
-                   for s, p in enumerate(p for p in prompts for _ in range(n))}
+  conversations = {
+    s: [(p.input_ids, p.pixel_values, p.image_grid_thw, False)]
+    for s, p in enumerate(p for p in prompts for _ in range(n))
+  }
   generated = {s: [] for s in conversations}  # (tokens, log_probs, logits)
 
   def record(turn):
-    for s, tokens, log_probs, logits, reason in zip(turn.sample_ids, turn.tokens, turn.log_probs, turn.logits,
-                                                    turn.finish_reasons):
+    for s, tokens, log_probs, logits, reason in zip(
+      turn.sample_ids, turn.tokens, turn.log_probs, turn.logits, turn.finish_reasons
+    ):
       conversations[s].append((tokens, None, None, True))
       generated[s].append((tokens, log_probs, logits, reason))
 
@@ -79,8 +84,9 @@ def test_three_turn_continuation_equals_full_forward(hf_model):
   segments3 = [segment(rng, [1, (1, 6, 4), 4], family), segment(rng, [4, (1, 4, 4), 1], family)]
   for s, seg in zip(turn3, segments3):
     conversations[s].append((seg.input_ids, seg.pixel_values, seg.image_grid_thw, False))
-  state, turn = sampler.extend(params, state, turn3, segments3, sampling, jax.random.key(2), record_logits=True,
-                               max_new_tokens=[6, 3])
+  state, turn = sampler.extend(
+    params, state, turn3, segments3, sampling, jax.random.key(2), record_logits=True, max_new_tokens=[6, 3]
+  )
   record(turn)
   assert len(turn.tokens[1]) <= 3
 
@@ -97,9 +103,13 @@ def test_three_turn_continuation_equals_full_forward(hf_model):
   pixels = np.concatenate([part[1] for s in samples for part in conversations[s] if part[1] is not None])
   grids = np.concatenate([part[2] for s in samples for part in conversations[s] if part[2] is not None])
   with torch.no_grad():
-    ref = hf_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                   mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),
-                   pixel_values=torch.tensor(pixels), image_grid_thw=torch.tensor(grids)).logits.numpy()
+    ref = hf_model(
+      input_ids=torch.tensor(ids),
+      attention_mask=torch.tensor(mask),
+      mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),
+      pixel_values=torch.tensor(pixels),
+      image_grid_thw=torch.tensor(grids),
+    ).logits.numpy()
 
   ours, theirs, log_prob_errors, checked_tokens = [], [], [], 0
   for b, s in enumerate(samples):
@@ -109,7 +119,7 @@ def test_three_turn_continuation_equals_full_forward(hf_model):
       if is_generated:
         tokens_, log_probs, logits, reason = generated[s][turn_number]
         turn_number += 1
-        reference = ref[b, offset + index - 1: offset + index - 1 + len(tokens)]
+        reference = ref[b, offset + index - 1 : offset + index - 1 + len(tokens)]
         ours.append(logits)
         theirs.append(reference)
         masked = reference.astype(np.float64).copy()
@@ -124,8 +134,10 @@ def test_three_turn_continuation_equals_full_forward(hf_model):
         assert not np.isin(tokens, SUPPRESSED).any()
       index += len(tokens)
   error = qt.rel_error(np.concatenate(ours), np.concatenate(theirs))
-  print(f"[sampling] 3-turn continuation vs full transformers forward over {checked_tokens} sampled tokens: "
-        f"rel {error:.2e}, log-prob abs {max(log_prob_errors):.2e}")
+  print(
+    f"[sampling] 3-turn continuation vs full transformers forward over {checked_tokens} sampled tokens: "
+    f"rel {error:.2e}, log-prob abs {max(log_prob_errors):.2e}"
+  )
   assert checked_tokens >= 30
   assert error <= TOLERANCE
   assert max(log_prob_errors) <= 1e-4

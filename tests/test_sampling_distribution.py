@@ -39,12 +39,12 @@ def reference_distribution(logits, temperature=1.0, top_k=0, top_p=1.0, suppress
 
 
 CASES = {
-    "temperature": dict(temperature=0.7),
-    "hot": dict(temperature=1.6),
-    "top_p": dict(temperature=1.3, top_p=0.8),
-    "top_k": dict(temperature=1.0, top_k=4),
-    "top_k_top_p": dict(temperature=0.9, top_k=6, top_p=0.7),
-    "suppressed": dict(temperature=1.0, top_p=0.9, suppressed_token_ids=(9, 0)),
+  "temperature": dict(temperature=0.7),
+  "hot": dict(temperature=1.6),
+  "top_p": dict(temperature=1.3, top_p=0.8),
+  "top_k": dict(temperature=1.0, top_k=4),
+  "top_k_top_p": dict(temperature=0.9, top_k=6, top_p=0.7),
+  "suppressed": dict(temperature=1.0, top_p=0.9, suppressed_token_ids=(9, 0)),
 }
 
 
@@ -52,8 +52,13 @@ CASES = {
 def test_empirical_frequencies_and_log_probs(name):
   kwargs = CASES[name]
   config = SamplingConfig(**kwargs)
-  expected = reference_distribution(LOGITS, kwargs.get("temperature", 1.0), kwargs.get("top_k", 0),
-                                    kwargs.get("top_p", 1.0), kwargs.get("suppressed_token_ids", ()))
+  expected = reference_distribution(
+    LOGITS,
+    kwargs.get("temperature", 1.0),
+    kwargs.get("top_k", 0),
+    kwargs.get("top_p", 1.0),
+    kwargs.get("suppressed_token_ids", ()),
+  )
   logits = jnp.broadcast_to(jnp.asarray(LOGITS), (DRAWS, LOGITS.size))
   tokens, log_probs = jax.jit(lambda l, k: sample_tokens(l, k, config))(logits, jax.random.key(42))
   tokens, log_probs = np.asarray(tokens), np.asarray(log_probs)
@@ -90,10 +95,16 @@ def test_greedy_takes_argmax_and_reports_model_log_prob():
   np.testing.assert_allclose(log_probs, log_softmax[np.arange(64), np.asarray(tokens)], rtol=1e-5)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(temperature=-1.0), "temperature"), (dict(top_p=0.0), "top_p"), (dict(top_k=-2), "top_k"),
-    (dict(max_new_tokens=0), "max_new_tokens"), (dict(stop_token_ids=(1,), suppressed_token_ids=(1,)), "both"),
-])
+@pytest.mark.parametrize(
+  "bad, message",
+  [
+    (dict(temperature=-1.0), "temperature"),
+    (dict(top_p=0.0), "top_p"),
+    (dict(top_k=-2), "top_k"),
+    (dict(max_new_tokens=0), "max_new_tokens"),
+    (dict(stop_token_ids=(1,), suppressed_token_ids=(1,)), "both"),
+  ],
+)
 def test_bad_configs_raise(bad, message):
   with pytest.raises(ValueError, match=message):
     SamplingConfig(**bad)

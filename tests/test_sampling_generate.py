@@ -32,8 +32,10 @@ def setup(request):
 
 def make_prompts(seed, config):
   rng = np.random.default_rng(seed)
-  return [Segment(np.array(qt.make_row(rng, pieces)), qt.random_pixels(grids, rng, config.model_type),
-                  np.array(grids)) for pieces, grids in zip(PIECES, GRIDS)]
+  return [
+    Segment(np.array(qt.make_row(rng, pieces)), qt.random_pixels(grids, rng, config.model_type), np.array(grids))
+    for pieces, grids in zip(PIECES, GRIDS)
+  ]
 
 
 def test_greedy_equals_transformers_generate(setup):
@@ -42,20 +44,26 @@ def test_greedy_equals_transformers_generate(setup):
   ids, mask = qt.left_pad([p.input_ids.tolist() for p in prompts])
   with torch.no_grad():
     out = hf_model.generate(
-        input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-        mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),
-        pixel_values=torch.tensor(np.concatenate([p.pixel_values for p in prompts])),
-        image_grid_thw=torch.tensor(np.concatenate([p.image_grid_thw for p in prompts])),
-        max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=qt.PAD_TOKEN_ID, output_logits=True,
-        return_dict_in_generate=True)
-  expected = out.sequences[:, ids.shape[1]:].numpy()
+      input_ids=torch.tensor(ids),
+      attention_mask=torch.tensor(mask),
+      mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),
+      pixel_values=torch.tensor(np.concatenate([p.pixel_values for p in prompts])),
+      image_grid_thw=torch.tensor(np.concatenate([p.image_grid_thw for p in prompts])),
+      max_new_tokens=NEW_TOKENS,
+      do_sample=False,
+      pad_token_id=qt.PAD_TOKEN_ID,
+      output_logits=True,
+      return_dict_in_generate=True,
+    )
+  expected = out.sequences[:, ids.shape[1] :].numpy()
   hf_log_probs = torch.log_softmax(torch.stack(out.logits, 1), -1).numpy()  # [B, T, V]
   assert expected.shape == (3, NEW_TOKENS)
   assert len(set(expected.ravel().tolist())) > 20  # not a degenerate repetition
 
   sampler = Sampler(config, buckets=Buckets(max_prefill_patches=40))  # prefill in three calls
-  state, turn = sampler.start(params, prompts, SamplingConfig(temperature=0, max_new_tokens=NEW_TOKENS),
-                              jax.random.key(0), n_per_prompt=2)
+  state, turn = sampler.start(
+    params, prompts, SamplingConfig(temperature=0, max_new_tokens=NEW_TOKENS), jax.random.key(0), n_per_prompt=2
+  )
   np.testing.assert_array_equal(turn.sample_ids, np.arange(6))
   for sample, tokens, log_probs, reason in zip(turn.sample_ids, turn.tokens, turn.log_probs, turn.finish_reasons):
     prompt = sample // 2
@@ -108,8 +116,12 @@ def test_bad_calls_raise(setup):
     sampler.start(params, prompts, sampling, key, max_new_tokens=[5, 1, 1])
   with pytest.raises(ValueError, match="one budget per sample"):
     sampler.start(params, prompts, sampling, key, max_new_tokens=[1, 1])
-  state = GenerationState(cache=None, sample_ids=np.array([0, 1, -1, -1]), lengths=np.array([9, 9, 0, 0]),
-                          next_positions=np.array([9, 9, 0, 0]))
+  state = GenerationState(
+    cache=None,
+    sample_ids=np.array([0, 1, -1, -1]),
+    lengths=np.array([9, 9, 0, 0]),
+    next_positions=np.array([9, 9, 0, 0]),
+  )
   with pytest.raises(ValueError, match=r"samples \[2\] are not in this generation state"):
     sampler.extend(params, state, [0, 2], prompts[:2], sampling, key)
   with pytest.raises(ValueError, match="repeat"):

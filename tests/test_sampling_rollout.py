@@ -9,7 +9,6 @@ known in closed form (log 0.6 / 0.2 / 0.2 at the branch, 0 elsewhere). Checks ar
 processor's tokenisation of each whole conversation, masks rebuilt from the chat markup, the reward function.
 """
 
-
 import jax
 import numpy as np
 import pytest
@@ -27,8 +26,10 @@ from vrrl_jax.sampling.sampler import LENGTH, STOP, Sampler
 
 ROUTE, COMMIT, BROKEN = "<ANSWER>up</ANSWER>", "<FINAL>down </FINAL>", "hello"
 BRANCH = {ROUTE: 0.6, COMMIT: 0.2, BROKEN: 0.2}  # what follows "assistant\n"
-SPECS = [dict(layout=["SFF", "FHF", "FFG"], start_pos=0, target_pos=8),
-         dict(layout=["FFG", "FHF", "SFF"], start_pos=6, target_pos=2)]
+SPECS = [
+  dict(layout=["SFF", "FHF", "FFG"], start_pos=0, target_pos=8),
+  dict(layout=["FFG", "FHF", "SFF"], start_pos=6, target_pos=2),
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +42,12 @@ def setup():
   chat = processor_lib.ChatProcessor(tokenizer, image_config)
   raw = qt.tiny_config_dict()
   raw["text_config"]["vocab_size"] = ids.vocab_size
-  raw.update(image_token_id=ids.image_token_id, video_token_id=ids.video_token_id,
-             vision_start_token_id=ids.vision_start_token_id, vision_end_token_id=ids.vision_end_token_id)
+  raw.update(
+    image_token_id=ids.image_token_id,
+    video_token_id=ids.video_token_id,
+    vision_start_token_id=ids.vision_start_token_id,
+    vision_end_token_id=ids.vision_end_token_id,
+  )
   config = Qwen25VLConfig.from_hf(raw)
   params = bigram_params(config, chat)
   sampler = Sampler(config, pad_token_id=ids.pad_token_id, buckets=Buckets(min_batch=8, min_cache=1024))
@@ -81,13 +86,24 @@ def bigram_params(config, chat):
 
 
 def conversation(trajectory):
-  messages = [{"role": "user", "content": [{"type": "image", "image": trajectory.map_image},
-                                           {"type": "text", "text": trajectory.prompt_text}]}]
+  messages = [
+    {
+      "role": "user",
+      "content": [{"type": "image", "image": trajectory.map_image}, {"type": "text", "text": trajectory.prompt_text}],
+    }
+  ]
   for i, text in enumerate(trajectory.turns):
     messages.append({"role": "assistant", "content": text})
     if i < len(trajectory.feedback_images):
-      messages.append({"role": "user", "content": [{"type": "image", "image": trajectory.feedback_images[i]},
-                                                   {"type": "text", "text": trajectory.feedback_texts[i]}]})
+      messages.append(
+        {
+          "role": "user",
+          "content": [
+            {"type": "image", "image": trajectory.feedback_images[i]},
+            {"type": "text", "text": trajectory.feedback_texts[i]},
+          ],
+        }
+      )
   return messages
 
 
@@ -98,7 +114,7 @@ def expected_assistant_mask(chat, trajectory, forced_opening):
   tokens = trajectory.tokens.tolist()
   mask = np.zeros(len(tokens), np.int32)
   turn_index = np.full(len(tokens), -1, np.int32)
-  starts = [i + len(marker) for i in range(len(tokens)) if tokens[i:i + len(marker)] == marker]
+  starts = [i + len(marker) for i in range(len(tokens)) if tokens[i : i + len(marker)] == marker]
   assert len(starts) == trajectory.num_turns
   reasons = ("stop",) * trajectory.num_prefix_turns + trajectory.turn_finish_reasons
   for turn, (start, reason) in enumerate(zip(starts, reasons)):
@@ -122,12 +138,14 @@ def check_trajectory(chat, trajectory, forced_opening, max_turns):
   np.testing.assert_array_equal(trajectory.env_mask, 1 - mask)
   np.testing.assert_array_equal(trajectory.turn_index, turn_index)
   # Log-probs: on sampled tokens only; log BRANCH at the branch after "assistant\n", 0 in the chains.
-  sampled = (turn_index >= trajectory.num_prefix_turns)
+  sampled = turn_index >= trajectory.num_prefix_turns
   assert not trajectory.log_probs[~sampled].any()
   newline = int(chat.encode_text("\n")[-1])
   branch = {int(chat.encode_text(opening)[0]): np.log(p) for opening, p in BRANCH.items()}
-  expected = [branch.get(int(token), np.nan) if previous == newline else 0.0
-              for previous, token in zip(trajectory.tokens[:-1], trajectory.tokens[1:])]
+  expected = [
+    branch.get(int(token), np.nan) if previous == newline else 0.0
+    for previous, token in zip(trajectory.tokens[:-1], trajectory.tokens[1:])
+  ]
   np.testing.assert_allclose(trajectory.log_probs[sampled], np.array([0.0] + expected)[sampled], atol=1e-4)
   # Finish reason agrees with the last turn.
   last = parse.parse_turn(trajectory.turns[-1])
@@ -147,21 +165,31 @@ def check_trajectory(chat, trajectory, forced_opening, max_turns):
 def test_rollout_plays_episodes_with_prefixes_and_forced_openings(setup):
   chat, sampler, params = setup
   spec = maps.parse_spec(SPECS[1])
-  prefix = PrefixEntry(spec=spec, prefix_type="wrong", collection_step=0, prompt_text=protocol.TASK_PROMPT,
-                       assistant_texts=(ROUTE,), feedback_texts=(protocol.FEEDBACK_TEXT,),
-                       final_text="<FINAL>up</FINAL>", map_image=np.asarray(render.render_map(spec)),
-                       feedback_images=(np.asarray(render.render_feedback(spec, ["up"])),))
+  prefix = PrefixEntry(
+    spec=spec,
+    prefix_type="wrong",
+    collection_step=0,
+    prompt_text=protocol.TASK_PROMPT,
+    assistant_texts=(ROUTE,),
+    feedback_texts=(protocol.FEEDBACK_TEXT,),
+    final_text="<FINAL>up</FINAL>",
+    map_image=np.asarray(render.render_map(spec)),
+    feedback_images=(np.asarray(render.render_feedback(spec, ["up"])),),
+  )
   specs = [SPECS[0], SPECS[1], SPECS[0]]
   prefixes = [None, None, prefix]
   openings = [None, None, "<THINK>"]
   config = rollout_lib.RolloutConfig(max_turns=3, max_new_tokens=16)
   n = 4
-  trajectories = rollout_lib.rollout(sampler, chat, params, specs, n, prefixes=prefixes, forced_openings=openings,
-                                     config=config, rng=jax.random.key(3))
+  trajectories = rollout_lib.rollout(
+    sampler, chat, params, specs, n, prefixes=prefixes, forced_openings=openings, config=config, rng=jax.random.key(3)
+  )
   assert len(trajectories) == len(specs) * n
   reasons = [t.finish_reason for t in trajectories]
-  print(f"[rollout] finish reasons {reasons}, turns {[t.num_turns for t in trajectories]}, "
-        f"programs {sampler.compile_log.counts}")
+  print(
+    f"[rollout] finish reasons {reasons}, turns {[t.num_turns for t in trajectories]}, "
+    f"programs {sampler.compile_log.counts}"
+  )
   assert {rollout_lib.FINAL, rollout_lib.FORMAT_ERROR, rollout_lib.MAX_TURNS} <= set(reasons)
   for s, trajectory in enumerate(trajectories):
     question = s // n
@@ -178,17 +206,26 @@ def test_rollout_plays_episodes_with_prefixes_and_forced_openings(setup):
 
   # One trainer forward can take the padded batch: image tokens and images agree.
   batch = rollout_lib.pad_trajectories(trajectories, chat.token_ids.pad_token_id)
-  prepare_inputs(sampler.config, batch["tokens"], batch["attention_mask"], batch["pixel_values"],
-                 batch["image_grid_thw"])
+  prepare_inputs(
+    sampler.config, batch["tokens"], batch["attention_mask"], batch["pixel_values"], batch["image_grid_thw"]
+  )
   np.testing.assert_array_equal(batch["assistant_mask"] + batch["env_mask"], batch["attention_mask"])
 
 
 def test_token_budgets(setup):
   """A 5-token turn budget cuts every chain before its <|im_end|>; the total budget ends route episodes."""
   chat, sampler, params = setup
-  prompt_length = chat.encode([{"role": "user", "content": [
-      {"type": "image", "image": render.render_map(maps.parse_spec(SPECS[0]))},
-      {"type": "text", "text": protocol.TASK_PROMPT}]}])["input_ids"].shape[1]
+  prompt_length = chat.encode(
+    [
+      {
+        "role": "user",
+        "content": [
+          {"type": "image", "image": render.render_map(maps.parse_spec(SPECS[0]))},
+          {"type": "text", "text": protocol.TASK_PROMPT},
+        ],
+      }
+    ]
+  )["input_ids"].shape[1]
   config = rollout_lib.RolloutConfig(max_turns=3, max_new_tokens=5, max_sequence_len=prompt_length + 40)
   trajectories = rollout_lib.rollout(sampler, chat, params, SPECS[:1], 8, config=config, rng=jax.random.key(0))
   reasons = {t.finish_reason for t in trajectories}

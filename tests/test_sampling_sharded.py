@@ -18,9 +18,12 @@ from vrrl_jax.sampling.sampler import Sampler, SamplingConfig, Segment
 
 BUCKETS = Buckets(min_batch=8)  # both turns in one batch bucket: fewer programs to compile
 
-SAMPLINGS = {"greedy": SamplingConfig(temperature=0, max_new_tokens=8, stop_token_ids=(5,)),
-             "top_p": SamplingConfig(temperature=1.0, top_p=0.9, max_new_tokens=8, stop_token_ids=(5,),
-                                     suppressed_token_ids=(qt.IMAGE_TOKEN_ID,))}
+SAMPLINGS = {
+  "greedy": SamplingConfig(temperature=0, max_new_tokens=8, stop_token_ids=(5,)),
+  "top_p": SamplingConfig(
+    temperature=1.0, top_p=0.9, max_new_tokens=8, stop_token_ids=(5,), suppressed_token_ids=(qt.IMAGE_TOKEN_ID,)
+  ),
+}
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +34,23 @@ def setup():
   params = jax.tree.map(lambda s: (0.3 * rng.standard_normal(s.shape)).astype(np.float32), shapes)
   grids = [[(1, 4, 6)], [(1, 6, 4), (1, 4, 4)], [(1, 4, 4)]]
   pieces = [[3, grids[0][0], 2], [2, grids[1][0], 3, grids[1][1], 1], [9, grids[2][0], 5]]
-  prompts = [Segment(np.array(qt.make_row(rng, p)), qt.random_pixels(g, rng), np.array(g))
-             for p, g in zip(pieces, grids)]
-  feedback = [Segment(np.array(qt.make_row(rng, [2, (1, 4, 4), 1 + i])), qt.random_pixels([(1, 4, 4)], rng),
-                      np.array([(1, 4, 4)])) for i in range(3)]
-  return dict(config=config, params=params, specs=specs, prompts=prompts, feedback=feedback,
-              unsharded=Sampler(config, buckets=BUCKETS))
+  prompts = [
+    Segment(np.array(qt.make_row(rng, p)), qt.random_pixels(g, rng), np.array(g)) for p, g in zip(pieces, grids)
+  ]
+  feedback = [
+    Segment(
+      np.array(qt.make_row(rng, [2, (1, 4, 4), 1 + i])), qt.random_pixels([(1, 4, 4)], rng), np.array([(1, 4, 4)])
+    )
+    for i in range(3)
+  ]
+  return dict(
+    config=config,
+    params=params,
+    specs=specs,
+    prompts=prompts,
+    feedback=feedback,
+    unsharded=Sampler(config, buckets=BUCKETS),
+  )
 
 
 def play(sampler, params, prompts, feedback, sampling):
@@ -45,9 +59,11 @@ def play(sampler, params, prompts, feedback, sampling):
   return state, [first, second]
 
 
-@pytest.mark.parametrize("mesh_config, sampling_name", [(dict(data=2, fsdp=2, tensor=2), "greedy"),
-                                                         (dict(data=4, tensor=2), "top_p")],
-                         ids=["data2_fsdp2_tensor2-greedy", "data4_tensor2-top_p"])
+@pytest.mark.parametrize(
+  "mesh_config, sampling_name",
+  [(dict(data=2, fsdp=2, tensor=2), "greedy"), (dict(data=4, tensor=2), "top_p")],
+  ids=["data2_fsdp2_tensor2-greedy", "data4_tensor2-top_p"],
+)
 def test_sharded_sampling_equals_unsharded(setup, mesh_config, sampling_name):
   config, params, specs, prompts, feedback = (setup[k] for k in ("config", "params", "specs", "prompts", "feedback"))
   sampling = SAMPLINGS[sampling_name]

@@ -30,7 +30,7 @@ def tiny_rows(seed: int, family: str):
   pixels = qt.random_pixels(grids, rng, family)
   assistant = np.zeros(ids.shape, np.float32)
   for b, pieces in enumerate(ROWS):
-    assistant[b, ids.shape[1] - pieces[-1]:] = 1
+    assistant[b, ids.shape[1] - pieces[-1] :] = 1
   return ids, attention, grids, pixels, assistant
 
 
@@ -43,32 +43,42 @@ def test_sft_loss_matches_torch_cross_entropy_and_decreases(family):
   ids, attention, grids, pixels, assistant = tiny_rows(0, family)
 
   with torch.no_grad():
-    logits = hf_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(attention),
-                      mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),
-                      pixel_values=torch.tensor(pixels), image_grid_thw=torch.tensor(grids)).logits
-    nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).double(),
-                                            torch.tensor(ids[:, 1:]).reshape(-1), reduction="none")
+    logits = hf_model(
+      input_ids=torch.tensor(ids),
+      attention_mask=torch.tensor(attention),
+      mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),
+      pixel_values=torch.tensor(pixels),
+      image_grid_thw=torch.tensor(grids),
+    ).logits
+    nll = torch.nn.functional.cross_entropy(
+      logits[:, :-1].reshape(-1, logits.shape[-1]).double(), torch.tensor(ids[:, 1:]).reshape(-1), reduction="none"
+    )
     mask = torch.tensor(assistant[:, 1:]).reshape(-1).double()
     expected = float((nll * mask).sum() / mask.sum())
 
   split = functools.partial(rl_step.micro_batch_rows, num_micro_batches=2)
   targets, loss_mask = rl_step.next_token_targets(ids, assistant)
   batch = sft_step.SFTBatch(
-      inputs=rl_step.prepare_micro_batches(config, ids, attention, pixels, np.array(grids), 2, patch_multiple=16),
-      targets=split(targets), loss_mask=split(loss_mask))
+    inputs=rl_step.prepare_micro_batches(config, ids, attention, pixels, np.array(grids), 2, patch_multiple=16),
+    targets=split(targets),
+    loss_mask=split(loss_mask),
+  )
   mesh = mesh_lib.make_mesh(dict(data=1), devices=jax.devices()[:1])
   state = ts.create_train_state(params, specs, OPTIMIZER, jax.random.key(0), mesh, RULES, keep_reference=False)
   assert state.ref_params is None
-  train = sft_step.make_sft_step(families.build(config), mesh, RULES, OPTIMIZER, jax.tree.map(lambda x: x.sharding, state),
-                                 chunk_size=7)
+  train = sft_step.make_sft_step(
+    families.build(config), mesh, RULES, OPTIMIZER, jax.tree.map(lambda x: x.sharding, state), chunk_size=7
+  )
   losses = []
   for _ in range(4):
     state, metrics = train(state, batch)
     assert int(metrics["skipped"]) == 0
     losses.append(float(metrics["loss"]))
   err = abs(losses[0] - expected) / expected
-  print(f"[sft step] loss at init vs torch masked cross entropy: rel {err:.2e}; NLL over 4 steps: "
-        + ", ".join(f"{x:.3f}" for x in losses))
+  print(
+    f"[sft step] loss at init vs torch masked cross entropy: rel {err:.2e}; NLL over 4 steps: "
+    + ", ".join(f"{x:.3f}" for x in losses)
+  )
   assert err <= 1e-5
   assert float(metrics["n_tokens"]) == assistant[:, 1:].sum()
   assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < 0.8 * losses[0]
@@ -88,35 +98,45 @@ def test_vision_tower_frozen_or_scaled_against_torch_grads_and_numpy_adamw(case,
   _, specs = families.abstract_params(config)
   ids, attention, grids, pixels, assistant = tiny_rows(1, family)
 
-  logits = hf_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(attention),
-                    mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),
-                    pixel_values=torch.tensor(pixels), image_grid_thw=torch.tensor(grids)).logits
-  nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
-                                          torch.tensor(ids[:, 1:]).reshape(-1), reduction="none")
+  logits = hf_model(
+    input_ids=torch.tensor(ids),
+    attention_mask=torch.tensor(attention),
+    mm_token_type_ids=torch.tensor((ids == qt.IMAGE_TOKEN_ID).astype(np.int64)),
+    pixel_values=torch.tensor(pixels),
+    image_grid_thw=torch.tensor(grids),
+  ).logits
+  nll = torch.nn.functional.cross_entropy(
+    logits[:, :-1].reshape(-1, logits.shape[-1]), torch.tensor(ids[:, 1:]).reshape(-1), reduction="none"
+  )
   mask = torch.tensor(assistant[:, 1:]).reshape(-1)
   ((nll * mask).sum() / mask.sum()).backward()
   named = dict(hf_model.named_parameters())
-  grads = hf_ckpt.params_from_state_dict({k: named[k].grad if named[k].grad is not None else torch.zeros_like(named[k])
-                                          for k in hf_model.state_dict()}, config)
+  grads = hf_ckpt.params_from_state_dict(
+    {k: named[k].grad if named[k].grad is not None else torch.zeros_like(named[k]) for k in hf_model.state_dict()},
+    config,
+  )
   flat_g = {ts.param_path(p): np.asarray(x, np.float64) for p, x in jax.tree_util.tree_flatten_with_path(grads)[0]}
   flat_p = {ts.param_path(p): np.asarray(x, np.float64) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
   trainable = [k for k in flat_g if not k.startswith("visual/")]
   norm_trainable = np.sqrt(sum(np.sum(flat_g[k] ** 2) for k in trainable))
-  norm_all = np.sqrt(sum(np.sum(g ** 2) for g in flat_g.values()))
+  norm_all = np.sqrt(sum(np.sum(g**2) for g in flat_g.values()))
   assert norm_all > 1.05 * norm_trainable  # the vision grads are big enough that counting them would show
   lr, wd, eps, max_norm = 1e-2, 0.1, 0.1, 0.5 * norm_trainable  # eps ~ |g|: the step depends on the clip scale
   if case == "frozen":
     opt = ts.OptimizerConfig(learning_rate=lr, weight_decay=wd, eps=eps, max_grad_norm=max_norm, frozen=("visual",))
     clip_norm, vision_factor = norm_trainable, 0.0
   else:
-    opt = ts.OptimizerConfig(learning_rate=lr, weight_decay=wd, eps=eps, max_grad_norm=max_norm,
-                             lr_scale=(("visual", 0.1),))
+    opt = ts.OptimizerConfig(
+      learning_rate=lr, weight_decay=wd, eps=eps, max_grad_norm=max_norm, lr_scale=(("visual", 0.1),)
+    )
     clip_norm, vision_factor = norm_all, 0.1
 
   targets, loss_mask = rl_step.next_token_targets(ids, assistant)
-  batch = sft_step.SFTBatch(inputs=rl_step.prepare_micro_batches(config, ids, attention, pixels, np.array(grids), 1,
-                                                                 patch_multiple=16),
-                            targets=targets[None], loss_mask=loss_mask[None])
+  batch = sft_step.SFTBatch(
+    inputs=rl_step.prepare_micro_batches(config, ids, attention, pixels, np.array(grids), 1, patch_multiple=16),
+    targets=targets[None],
+    loss_mask=loss_mask[None],
+  )
   mesh = mesh_lib.make_mesh(dict(data=1), devices=jax.devices()[:1])
   state = ts.create_train_state(params, specs, opt, jax.random.key(0), mesh, RULES, keep_reference=False)
   train = sft_step.make_sft_step(families.build(config), mesh, RULES, opt, jax.tree.map(lambda x: x.sharding, state))
@@ -136,9 +156,16 @@ def test_vision_tower_frozen_or_scaled_against_torch_grads_and_numpy_adamw(case,
     worst = max(worst, float(np.max(np.abs(new[k] - expected)) / (lr + 1e-30)))
   print(f"[{case} vision] max |param - numpy AdamW| / lr: {worst:.2e}")
   assert worst <= 1e-3
-  bad_configs = [dict(frozen=("vision",)), dict(frozen="visual"), dict(frozen=("",)),
-                 dict(lr_scale=(("vision", 0.1),)), dict(lr_scale=(("visual", -1.0),)), dict(lr_scale=("visual",))]
+  bad_configs = [
+    dict(frozen=("vision",)),
+    dict(frozen="visual"),
+    dict(frozen=("",)),
+    dict(lr_scale=(("vision", 0.1),)),
+    dict(lr_scale=(("visual", -1.0),)),
+    dict(lr_scale=("visual",)),
+  ]
   for bad in bad_configs:
     with np.testing.assert_raises(ValueError):
-      ts.create_train_state(params, specs, ts.OptimizerConfig(**bad), jax.random.key(0), mesh, RULES,
-                            keep_reference=False)
+      ts.create_train_state(
+        params, specs, ts.OptimizerConfig(**bad), jax.random.key(0), mesh, RULES, keep_reference=False
+      )

@@ -23,10 +23,20 @@ from vrrl_jax.checkpoints import pretrained
 from vrrl_jax.checkpoints import safetensors_io
 
 # Files besides config.json and the weights that make a Hugging Face directory usable on its own.
-COMPANION_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                   "vocab.json", "merges.txt", "chat_template.json", "chat_template.jinja",
-                   "preprocessor_config.json", "video_preprocessor_config.json", "processor_config.json",
-                   "generation_config.json")
+COMPANION_FILES = (
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+  "added_tokens.json",
+  "vocab.json",
+  "merges.txt",
+  "chat_template.json",
+  "chat_template.jinja",
+  "preprocessor_config.json",
+  "video_preprocessor_config.json",
+  "processor_config.json",
+  "generation_config.json",
+)
 
 
 def copy_companion_files(source: str, destination: str) -> list[str]:
@@ -67,14 +77,16 @@ def main(argv=None) -> int:
   to_orbax = commands.add_parser("hf-to-orbax", help="Hugging Face safetensors directory -> orbax checkpoint")
   to_orbax.add_argument("--hf-dir", required=True, help="directory with config.json and *.safetensors")
   to_orbax.add_argument("--out", required=True, help="new directory for the orbax checkpoint")
-  to_orbax.add_argument("--dtype", choices=sorted(safetensors_io.NUMPY_DTYPES),
-                        help="params dtype (default: config.json's dtype)")
+  to_orbax.add_argument(
+    "--dtype", choices=sorted(safetensors_io.NUMPY_DTYPES), help="params dtype (default: config.json's dtype)"
+  )
   to_orbax.add_argument("--scan-layers", action="store_true", help="store layers stacked (for scan_layers=True)")
   to_hf = commands.add_parser("orbax-to-hf", help="orbax checkpoint -> Hugging Face safetensors directory")
   to_hf.add_argument("--ckpt", required=True, help="orbax checkpoint directory written by hf-to-orbax or training")
   to_hf.add_argument("--out", required=True, help="new directory for the Hugging Face checkpoint")
-  to_hf.add_argument("--dtype", choices=sorted(safetensors_io.NUMPY_DTYPES),
-                     help="tensor dtype (default: the saved params dtype)")
+  to_hf.add_argument(
+    "--dtype", choices=sorted(safetensors_io.NUMPY_DTYPES), help="tensor dtype (default: the saved params dtype)"
+  )
   to_hf.add_argument("--max-shard-size", default="5GB", help="largest safetensors file, e.g. 5GB or 500MB")
   args = parser.parse_args(argv)
   try:

@@ -24,137 +24,157 @@ FIGURE_FILE = "run.png"
 
 
 def _font():
-    return ImageFont.load_default()
+  return ImageFont.load_default()
 
 
 def plot_area() -> tuple[int, int, int, int]:
-    """(left, top, right, bottom) pixel bounds of a chart's data area."""
-    return MARGIN["left"], MARGIN["top"], WIDTH - MARGIN["right"], HEIGHT - MARGIN["bottom"]
+  """(left, top, right, bottom) pixel bounds of a chart's data area."""
+  return MARGIN["left"], MARGIN["top"], WIDTH - MARGIN["right"], HEIGHT - MARGIN["bottom"]
 
 
 def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    step = (hi - lo) / n
-    magnitude = 10 ** math.floor(math.log10(step)) if step > 0 else 1.0
-    step = min((m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= step), default=step)
-    first = math.ceil(lo / step) * step
-    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
+  step = (hi - lo) / n
+  magnitude = 10 ** math.floor(math.log10(step)) if step > 0 else 1.0
+  step = min((m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= step), default=step)
+  first = math.ceil(lo / step) * step
+  return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
-def _frame(draw: ImageDraw.ImageDraw, title: str, xlabel: str, ylabel: str, y_range: tuple[float, float],
-           y_of) -> None:
-    left, top, right, bottom = plot_area()
-    font = _font()
-    for y in _ticks(*y_range):
-        py = y_of(y)
-        draw.line([(left, py), (right, py)], fill=GRID)
-        draw.text((left - 6, py), f"{y:g}", fill=TEXT, font=font, anchor="rm")
-    draw.rectangle([left, top, right, bottom], outline=AXIS)
-    draw.text(((left + right) / 2, 8), title, fill=TEXT, font=font, anchor="mt")
-    draw.text(((left + right) / 2, HEIGHT - 6), xlabel, fill=TEXT, font=font, anchor="mb")
-    draw.text((6, top - 16), ylabel, fill=TEXT, font=font, anchor="lt")
+def _frame(draw: ImageDraw.ImageDraw, title: str, xlabel: str, ylabel: str, y_range: tuple[float, float], y_of) -> None:
+  left, top, right, bottom = plot_area()
+  font = _font()
+  for y in _ticks(*y_range):
+    py = y_of(y)
+    draw.line([(left, py), (right, py)], fill=GRID)
+    draw.text((left - 6, py), f"{y:g}", fill=TEXT, font=font, anchor="rm")
+  draw.rectangle([left, top, right, bottom], outline=AXIS)
+  draw.text(((left + right) / 2, 8), title, fill=TEXT, font=font, anchor="mt")
+  draw.text(((left + right) / 2, HEIGHT - 6), xlabel, fill=TEXT, font=font, anchor="mb")
+  draw.text((6, top - 16), ylabel, fill=TEXT, font=font, anchor="lt")
 
 
 def _legend(draw: ImageDraw.ImageDraw, names: Sequence[str]) -> None:
-    left, top, _, _ = plot_area()
-    for i, name in enumerate(names):
-        y = top + 8 + 14 * i
-        draw.rectangle([left + 8, y - 4, left + 18, y + 4], fill=COLOURS[i % len(COLOURS)])
-        draw.text((left + 24, y), name, fill=TEXT, font=_font(), anchor="lm")
+  left, top, _, _ = plot_area()
+  for i, name in enumerate(names):
+    y = top + 8 + 14 * i
+    draw.rectangle([left + 8, y - 4, left + 18, y + 4], fill=COLOURS[i % len(COLOURS)])
+    draw.text((left + 24, y), name, fill=TEXT, font=_font(), anchor="lm")
 
 
-def line_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, title: str, xlabel: str,
-               ylabel: str, y_range: tuple[float, float] | None = None) -> Image.Image:
-    """Lines of (x, y) points; ``y_range`` fixes the y axis (default: the data's range)."""
-    points = [(x, y) for xs, ys in series.values() for x, y in zip(xs, ys)]
-    if not points:
-        raise ValueError(f"line chart {title!r} has no points")
-    x_lo, x_hi = min(p[0] for p in points), max(p[0] for p in points)
-    y_lo, y_hi = y_range or (min(p[1] for p in points), max(p[1] for p in points))
-    x_hi, y_hi = (x_hi if x_hi > x_lo else x_lo + 1), (y_hi if y_hi > y_lo else y_lo + 1)
-    left, top, right, bottom = plot_area()
-    x_of = lambda x: left + (x - x_lo) / (x_hi - x_lo) * (right - left)  # noqa: E731
-    y_of = lambda y: bottom - (y - y_lo) / (y_hi - y_lo) * (bottom - top)  # noqa: E731
-    image = Image.new("RGB", (WIDTH, HEIGHT), "white")
-    draw = ImageDraw.Draw(image)
-    _frame(draw, title, xlabel, ylabel, (y_lo, y_hi), y_of)
-    for x in _ticks(x_lo, x_hi):
-        draw.text((x_of(x), bottom + 4), f"{x:g}", fill=TEXT, font=_font(), anchor="mt")
-    for i, (xs, ys) in enumerate(series.values()):
-        pixels = [(x_of(x), y_of(y)) for x, y in zip(xs, ys)]
-        colour = COLOURS[i % len(COLOURS)]
-        if len(pixels) > 1:
-            draw.line(pixels, fill=colour, width=2)
-        for px, py in pixels:
-            draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=colour)
-    _legend(draw, list(series))
-    return image
+def line_chart(
+  series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+  *,
+  title: str,
+  xlabel: str,
+  ylabel: str,
+  y_range: tuple[float, float] | None = None,
+) -> Image.Image:
+  """Lines of (x, y) points; ``y_range`` fixes the y axis (default: the data's range)."""
+  points = [(x, y) for xs, ys in series.values() for x, y in zip(xs, ys)]
+  if not points:
+    raise ValueError(f"line chart {title!r} has no points")
+  x_lo, x_hi = min(p[0] for p in points), max(p[0] for p in points)
+  y_lo, y_hi = y_range or (min(p[1] for p in points), max(p[1] for p in points))
+  x_hi, y_hi = (x_hi if x_hi > x_lo else x_lo + 1), (y_hi if y_hi > y_lo else y_lo + 1)
+  left, top, right, bottom = plot_area()
+  x_of = lambda x: left + (x - x_lo) / (x_hi - x_lo) * (right - left)  # noqa: E731
+  y_of = lambda y: bottom - (y - y_lo) / (y_hi - y_lo) * (bottom - top)  # noqa: E731
+  image = Image.new("RGB", (WIDTH, HEIGHT), "white")
+  draw = ImageDraw.Draw(image)
+  _frame(draw, title, xlabel, ylabel, (y_lo, y_hi), y_of)
+  for x in _ticks(x_lo, x_hi):
+    draw.text((x_of(x), bottom + 4), f"{x:g}", fill=TEXT, font=_font(), anchor="mt")
+  for i, (xs, ys) in enumerate(series.values()):
+    pixels = [(x_of(x), y_of(y)) for x, y in zip(xs, ys)]
+    colour = COLOURS[i % len(COLOURS)]
+    if len(pixels) > 1:
+      draw.line(pixels, fill=colour, width=2)
+    for px, py in pixels:
+      draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=colour)
+  _legend(draw, list(series))
+  return image
 
 
-def bar_chart(groups: Sequence[str], bars: Mapping[str, Sequence[float]], *, title: str, ylabel: str,
-              y_range: tuple[float, float] = (0.0, 1.0)) -> Image.Image:
-    """Grouped bars: one group per label in ``groups``, one bar per series in ``bars`` (values aligned)."""
-    left, top, right, bottom = plot_area()
-    y_lo, y_hi = y_range
-    y_of = lambda y: bottom - (min(max(y, y_lo), y_hi) - y_lo) / (y_hi - y_lo) * (bottom - top)  # noqa: E731
-    image = Image.new("RGB", (WIDTH, HEIGHT), "white")
-    draw = ImageDraw.Draw(image)
-    _frame(draw, title, "", ylabel, y_range, y_of)
-    group_w = (right - left) / max(len(groups), 1)
-    bar_w = group_w * 0.8 / max(len(bars), 1)
-    for g, label in enumerate(groups):
-        x0 = left + g * group_w + group_w * 0.1
-        for b, values in enumerate(bars.values()):
-            if values[g] is None:
-                continue
-            draw.rectangle([x0 + b * bar_w, y_of(values[g]), x0 + (b + 1) * bar_w - 1, bottom],
-                           fill=COLOURS[b % len(COLOURS)])
-        draw.text((left + (g + 0.5) * group_w, bottom + 6), label, fill=TEXT, font=_font(), anchor="mt")
-    _legend(draw, list(bars))
-    return image
+def bar_chart(
+  groups: Sequence[str],
+  bars: Mapping[str, Sequence[float]],
+  *,
+  title: str,
+  ylabel: str,
+  y_range: tuple[float, float] = (0.0, 1.0),
+) -> Image.Image:
+  """Grouped bars: one group per label in ``groups``, one bar per series in ``bars`` (values aligned)."""
+  left, top, right, bottom = plot_area()
+  y_lo, y_hi = y_range
+  y_of = lambda y: bottom - (min(max(y, y_lo), y_hi) - y_lo) / (y_hi - y_lo) * (bottom - top)  # noqa: E731
+  image = Image.new("RGB", (WIDTH, HEIGHT), "white")
+  draw = ImageDraw.Draw(image)
+  _frame(draw, title, "", ylabel, y_range, y_of)
+  group_w = (right - left) / max(len(groups), 1)
+  bar_w = group_w * 0.8 / max(len(bars), 1)
+  for g, label in enumerate(groups):
+    x0 = left + g * group_w + group_w * 0.1
+    for b, values in enumerate(bars.values()):
+      if values[g] is None:
+        continue
+      draw.rectangle(
+        [x0 + b * bar_w, y_of(values[g]), x0 + (b + 1) * bar_w - 1, bottom], fill=COLOURS[b % len(COLOURS)]
+      )
+    draw.text((left + (g + 0.5) * group_w, bottom + 6), label, fill=TEXT, font=_font(), anchor="mt")
+  _legend(draw, list(bars))
+  return image
 
 
 def side_by_side(*images: Image.Image) -> Image.Image:
-    out = Image.new("RGB", (sum(i.width for i in images), max(i.height for i in images)), "white")
-    x = 0
-    for image in images:
-        out.paste(image, (x, 0))
-        x += image.width
-    return out
+  out = Image.new("RGB", (sum(i.width for i in images), max(i.height for i in images)), "white")
+  x = 0
+  for image in images:
+    out.paste(image, (x, 0))
+    x += image.width
+  return out
 
 
 def moving_average(values: Sequence[float], window: int) -> list[float]:
-    out = []
-    for i in range(len(values)):
-        chunk = values[max(0, i - window + 1): i + 1]
-        out.append(sum(chunk) / len(chunk))
-    return out
+  out = []
+  for i in range(len(values)):
+    chunk = values[max(0, i - window + 1) : i + 1]
+    out.append(sum(chunk) / len(chunk))
+  return out
 
 
 def run_figure(workdir: str | os.PathLike, first_rl_step: int) -> pathlib.Path:
-    """``workdir/run.png``: training reward per RL step (steps after ``first_rl_step - 1``) and eval optimal_rate
-    per level before and after RL (each eval drawn if its ``metrics.json`` exists)."""
-    workdir = pathlib.Path(workdir)
-    records = [r for r in metrics_lib.read_metrics(workdir)
-               if r["step"] >= first_rl_step and r.get("reward/overall") is not None]
-    steps = [r["step"] - first_rl_step + 1 for r in records]
-    rewards = [r["reward/overall"] for r in records]
-    panels = []
-    if rewards:
-        panels.append(line_chart({"reward/overall": (steps, rewards),
-                                  "moving average (5)": (steps, moving_average(rewards, 5))},
-                                 title="training reward per RL step", xlabel="RL step", ylabel="reward"))
-    evals = {}
-    for name in ("eval_before_rl", "eval_after_rl"):
-        path = workdir / name / "metrics.json"
-        if path.is_file():
-            evals[name.removeprefix("eval_").replace("_", " ")] = json.loads(path.read_text())["by_level"]
-    if evals:
-        levels = sorted({level for by_level in evals.values() for level in by_level}, key=lambda s: int(s[1:]))
-        bars = {name: [by_level[lv]["optimal_rate"] if lv in by_level else None for lv in levels]
-                for name, by_level in evals.items()}
-        panels.append(bar_chart(levels, bars, title="greedy eval optimal_rate per level", ylabel="optimal_rate"))
-    if not panels:
-        raise ValueError(f"{workdir}: no RL reward and no eval metrics to draw")
-    path = workdir / FIGURE_FILE
-    side_by_side(*panels).save(path)
-    return path
+  """``workdir/run.png``: training reward per RL step (steps after ``first_rl_step - 1``) and eval optimal_rate
+  per level before and after RL (each eval drawn if its ``metrics.json`` exists)."""
+  workdir = pathlib.Path(workdir)
+  records = [
+    r for r in metrics_lib.read_metrics(workdir) if r["step"] >= first_rl_step and r.get("reward/overall") is not None
+  ]
+  steps = [r["step"] - first_rl_step + 1 for r in records]
+  rewards = [r["reward/overall"] for r in records]
+  panels = []
+  if rewards:
+    panels.append(
+      line_chart(
+        {"reward/overall": (steps, rewards), "moving average (5)": (steps, moving_average(rewards, 5))},
+        title="training reward per RL step",
+        xlabel="RL step",
+        ylabel="reward",
+      )
+    )
+  evals = {}
+  for name in ("eval_before_rl", "eval_after_rl"):
+    path = workdir / name / "metrics.json"
+    if path.is_file():
+      evals[name.removeprefix("eval_").replace("_", " ")] = json.loads(path.read_text())["by_level"]
+  if evals:
+    levels = sorted({level for by_level in evals.values() for level in by_level}, key=lambda s: int(s[1:]))
+    bars = {
+      name: [by_level[lv]["optimal_rate"] if lv in by_level else None for lv in levels]
+      for name, by_level in evals.items()
+    }
+    panels.append(bar_chart(levels, bars, title="greedy eval optimal_rate per level", ylabel="optimal_rate"))
+  if not panels:
+    raise ValueError(f"{workdir}: no RL reward and no eval metrics to draw")
+  path = workdir / FIGURE_FILE
+  side_by_side(*panels).save(path)
+  return path

@@ -43,13 +43,14 @@ log = logging.getLogger(__name__)
 
 RL_TAG, DATA_TAG = 2, 3
 # The eval galleries link the run's figure (written when the run ends: figures.run_figure).
-FIGURE_LINK = (("the run at a glance: training reward per RL step, eval optimal_rate per level",
-                f"../{figures.FIGURE_FILE}"),)
+FIGURE_LINK = (
+  ("the run at a glance: training reward per RL step, eval optimal_rate per level", f"../{figures.FIGURE_FILE}"),
+)
 FORCED_THINK = "<THINK>"
 
 
 def make_buffer(config) -> buffer_lib.PrefixBuffer:
-    return buffer_lib.PrefixBuffer(run_config.buffer_config(config), seed=int(config.seed) + 17)
+  return buffer_lib.PrefixBuffer(run_config.buffer_config(config), seed=int(config.seed) + 17)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -57,70 +58,95 @@ def make_buffer(config) -> buffer_lib.PrefixBuffer:
 
 
 def prompt_indices(seed: int, num_prompts: int, start: int, count: int) -> np.ndarray:
-    out = []
-    for position in range(start, start + count):
-        epoch, offset = divmod(position, num_prompts)
-        out.append(experiment.host_rng(seed, DATA_TAG, epoch).permutation(num_prompts)[offset])
-    return np.asarray(out, np.int64)
+  out = []
+  for position in range(start, start + count):
+    epoch, offset = divmod(position, num_prompts)
+    out.append(experiment.host_rng(seed, DATA_TAG, epoch).permutation(num_prompts)[offset])
+  return np.asarray(out, np.int64)
 
 
 @dataclasses.dataclass
 class Group:
-    """One question's n samples after rollout and reward."""
+  """One question's n samples after rollout and reward."""
 
-    mode: str
-    samples: list[rollout_lib.Trajectory]
-    rewards: dict[str, np.ndarray]  # metric -> [n]
+  mode: str
+  samples: list[rollout_lib.Trajectory]
+  rewards: dict[str, np.ndarray]  # metric -> [n]
 
 
-def draw_groups(exp, config, sampler, params, examples, buffer, progress, rng: np.random.Generator, key,
-                reward_config: rewards_lib.RewardConfig, timings: dict | None = None) -> list[Group]:
-    """Steps 1-3 of one draw: prompts, modes, buffer entries, rollout, rewards. Seconds spent scoring are added to
-    ``timings["reward"]`` when given."""
-    num_q, n = int(config.rl.prompts_per_step), int(config.rl.samples_per_prompt)
-    idx = prompt_indices(int(config.seed), len(examples), progress.prompts_consumed, num_q)
-    old_epoch = progress.prompts_consumed // len(examples)
-    progress.prompts_consumed += num_q
-    if progress.prompts_consumed // len(examples) != old_epoch:
-        buffer.start_epoch()
+def draw_groups(
+  exp,
+  config,
+  sampler,
+  params,
+  examples,
+  buffer,
+  progress,
+  rng: np.random.Generator,
+  key,
+  reward_config: rewards_lib.RewardConfig,
+  timings: dict | None = None,
+) -> list[Group]:
+  """Steps 1-3 of one draw: prompts, modes, buffer entries, rollout, rewards. Seconds spent scoring are added to
+  ``timings["reward"]`` when given."""
+  num_q, n = int(config.rl.prompts_per_step), int(config.rl.samples_per_prompt)
+  idx = prompt_indices(int(config.seed), len(examples), progress.prompts_consumed, num_q)
+  old_epoch = progress.prompts_consumed // len(examples)
+  progress.prompts_consumed += num_q
+  if progress.prompts_consumed // len(examples) != old_epoch:
+    buffer.start_epoch()
 
-    modes = modes_lib.draw_modes(num_q, run_config.mode_config(config), buffer.can_sample(), rng)
-    want = int(np.sum(modes == buffer_lib.MODE_PREFIX_BUFFER))
-    entries = buffer.sample(want) if want else []
-    modes = modes_lib.demote_unserved_buffer_questions(modes, len(entries))
-    specs, prefixes, openings, entry_iter = [], [], [], iter(entries)
-    for q, i in enumerate(idx):
-        entry = next(entry_iter) if modes[q] == buffer_lib.MODE_PREFIX_BUFFER else None
-        specs.append(examples[int(i)].spec if entry is None else entry.spec)
-        prefixes.append(entry)
-        openings.append(FORCED_THINK if entry is not None and entry.is_wrong else None)
-    styles = {examples[int(i)].style for i in idx}  # feedback images in the style the map images were drawn in
-    if len(styles) != 1:
-        raise ValueError(f"training examples mix render styles {sorted(styles)}; one rollout batch needs one")
-    trajectories = rollout_lib.rollout(sampler, exp.processor, params, specs, n, prefixes=prefixes,
-                                       forced_openings=openings,
-                                       config=run_config.rollout_config(config, style=styles.pop()),
-                                       rng=key)
-    t0 = time.perf_counter()
-    groups = []
-    for q in range(num_q):
-        samples = trajectories[q * n:(q + 1) * n]
-        entry = prefixes[q]
-        fields = [rewards_lib.BufferFields(
-            is_prefix_buffer_rollout=entry is not None,
-            prefix_buffer_type=entry.prefix_type if entry is not None else None,
-            prefix_buffer_num_turns=entry.num_route_turns if entry is not None else 0)] * n
-        scores = rewards_lib.score_batch([t.turns for t in samples], [t.spec for t in samples], reward_config, fields)
-        groups.append(Group(str(modes[q]), samples, scores))
-    if timings is not None:
-        timings["reward"] = timings.get("reward", 0.0) + time.perf_counter() - t0
-    return groups
+  modes = modes_lib.draw_modes(num_q, run_config.mode_config(config), buffer.can_sample(), rng)
+  want = int(np.sum(modes == buffer_lib.MODE_PREFIX_BUFFER))
+  entries = buffer.sample(want) if want else []
+  modes = modes_lib.demote_unserved_buffer_questions(modes, len(entries))
+  specs, prefixes, openings, entry_iter = [], [], [], iter(entries)
+  for q, i in enumerate(idx):
+    entry = next(entry_iter) if modes[q] == buffer_lib.MODE_PREFIX_BUFFER else None
+    specs.append(examples[int(i)].spec if entry is None else entry.spec)
+    prefixes.append(entry)
+    openings.append(FORCED_THINK if entry is not None and entry.is_wrong else None)
+  styles = {examples[int(i)].style for i in idx}  # feedback images in the style the map images were drawn in
+  if len(styles) != 1:
+    raise ValueError(f"training examples mix render styles {sorted(styles)}; one rollout batch needs one")
+  trajectories = rollout_lib.rollout(
+    sampler,
+    exp.processor,
+    params,
+    specs,
+    n,
+    prefixes=prefixes,
+    forced_openings=openings,
+    config=run_config.rollout_config(config, style=styles.pop()),
+    rng=key,
+  )
+  t0 = time.perf_counter()
+  groups = []
+  for q in range(num_q):
+    samples = trajectories[q * n : (q + 1) * n]
+    entry = prefixes[q]
+    fields = [
+      rewards_lib.BufferFields(
+        is_prefix_buffer_rollout=entry is not None,
+        prefix_buffer_type=entry.prefix_type if entry is not None else None,
+        prefix_buffer_num_turns=entry.num_route_turns if entry is not None else 0,
+      )
+    ] * n
+    scores = rewards_lib.score_batch([t.turns for t in samples], [t.spec for t in samples], reward_config, fields)
+    groups.append(Group(str(modes[q]), samples, scores))
+  if timings is not None:
+    timings["reward"] = timings.get("reward", 0.0) + time.perf_counter() - t0
+  return groups
 
 
 def as_row(t: rollout_lib.Trajectory) -> conversation.EncodedConversation:
-    return conversation.EncodedConversation(input_ids=t.tokens, assistant_mask=t.assistant_mask,
-                                            turn_index=t.turn_index, pixel_values=t.pixel_values,
-                                            image_grid_thw=t.image_grid_thw)
+  return conversation.EncodedConversation(
+    input_ids=t.tokens,
+    assistant_mask=t.assistant_mask,
+    turn_index=t.turn_index,
+    pixel_values=t.pixel_values,
+    image_grid_thw=t.image_grid_thw,
+  )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -128,37 +154,54 @@ def as_row(t: rollout_lib.Trajectory) -> conversation.EncodedConversation:
 
 
 def build_update_batch(exp, config, groups: Sequence[Group], rng: np.random.Generator, num_rows: int):
-    micro = int(config.rl.micro_batches)
-    samples = [s for g in groups for s in g.samples]
-    rows = [as_row(s) for s in samples]
-    padded = batching.pad_rows(rows, exp.token_ids.pad_token_id, num_rows=num_rows,
-                               min_length=run_config.shape_floor(config.rl, "update_min_length", batching.MIN_LENGTH))
-    n_real = len(samples)
-    sample_modes = np.array([g.mode for g in groups for _ in g.samples] + ["normal"] * (num_rows - n_real))
-    num_turns = np.array([s.num_turns for s in samples] + [0] * (num_rows - n_real), np.int64)
-    prefix_turns = np.array([s.num_prefix_turns for s in samples] + [0] * (num_rows - n_real), np.int64)
-    mask, start_turn = modes_lib.loss_mask(padded.assistant_mask, padded.turn_index, num_turns, sample_modes,
-                                           prefix_turns, run_config.mode_config(config), rng)
-    targets, target_mask = rl_step.next_token_targets(padded.input_ids, mask)
-    # Sampler log-probs, aligned with targets like the trainer's (token t+1 predicted at t).
-    sample_logp = np.zeros(padded.input_ids.shape, np.float32)
-    for b, s in enumerate(samples):
-        sample_logp[b, :len(s.log_probs) - 1] = s.log_probs[1:]
-    rewards = np.concatenate([g.rewards["overall"] for g in groups])
-    group_ids = np.concatenate([np.full(len(g.samples), i) for i, g in enumerate(groups)]
-                               + [np.full(num_rows - n_real, -1)]).astype(np.int32)
-    rewards = np.concatenate([rewards, np.zeros(num_rows - n_real)]).astype(np.float32)
-    adv = np.asarray(advantages_lib.grpo_advantages(jnp.asarray(rewards), jnp.asarray(group_ids), len(groups)))
-    inputs = rl_step.prepare_micro_batches(exp.model_config, padded.input_ids, padded.attention_mask,
-                                           padded.pixel_values, padded.image_grid_thw, micro,
-                                           patch_multiple=padded.patch_bucket(
-                                               micro, run_config.shape_floor(config.rl, "update_min_patches",
-                                                                             batching.MIN_PATCHES)))
-    host = dict(targets=rl_step.micro_batch_rows(targets, micro), loss_mask=rl_step.micro_batch_rows(target_mask, micro),
-                advantages=rl_step.micro_batch_rows(adv, micro), sample_logp=rl_step.micro_batch_rows(sample_logp, micro),
-                start_turn=start_turn[:n_real], modes=sample_modes[:n_real],
-                num_tokens=int(padded.attention_mask[:n_real].sum()))
-    return inputs, host
+  micro = int(config.rl.micro_batches)
+  samples = [s for g in groups for s in g.samples]
+  rows = [as_row(s) for s in samples]
+  padded = batching.pad_rows(
+    rows,
+    exp.token_ids.pad_token_id,
+    num_rows=num_rows,
+    min_length=run_config.shape_floor(config.rl, "update_min_length", batching.MIN_LENGTH),
+  )
+  n_real = len(samples)
+  sample_modes = np.array([g.mode for g in groups for _ in g.samples] + ["normal"] * (num_rows - n_real))
+  num_turns = np.array([s.num_turns for s in samples] + [0] * (num_rows - n_real), np.int64)
+  prefix_turns = np.array([s.num_prefix_turns for s in samples] + [0] * (num_rows - n_real), np.int64)
+  mask, start_turn = modes_lib.loss_mask(
+    padded.assistant_mask, padded.turn_index, num_turns, sample_modes, prefix_turns, run_config.mode_config(config), rng
+  )
+  targets, target_mask = rl_step.next_token_targets(padded.input_ids, mask)
+  # Sampler log-probs, aligned with targets like the trainer's (token t+1 predicted at t).
+  sample_logp = np.zeros(padded.input_ids.shape, np.float32)
+  for b, s in enumerate(samples):
+    sample_logp[b, : len(s.log_probs) - 1] = s.log_probs[1:]
+  rewards = np.concatenate([g.rewards["overall"] for g in groups])
+  group_ids = np.concatenate(
+    [np.full(len(g.samples), i) for i, g in enumerate(groups)] + [np.full(num_rows - n_real, -1)]
+  ).astype(np.int32)
+  rewards = np.concatenate([rewards, np.zeros(num_rows - n_real)]).astype(np.float32)
+  adv = np.asarray(advantages_lib.grpo_advantages(jnp.asarray(rewards), jnp.asarray(group_ids), len(groups)))
+  inputs = rl_step.prepare_micro_batches(
+    exp.model_config,
+    padded.input_ids,
+    padded.attention_mask,
+    padded.pixel_values,
+    padded.image_grid_thw,
+    micro,
+    patch_multiple=padded.patch_bucket(
+      micro, run_config.shape_floor(config.rl, "update_min_patches", batching.MIN_PATCHES)
+    ),
+  )
+  host = dict(
+    targets=rl_step.micro_batch_rows(targets, micro),
+    loss_mask=rl_step.micro_batch_rows(target_mask, micro),
+    advantages=rl_step.micro_batch_rows(adv, micro),
+    sample_logp=rl_step.micro_batch_rows(sample_logp, micro),
+    start_turn=start_turn[:n_real],
+    modes=sample_modes[:n_real],
+    num_tokens=int(padded.attention_mask[:n_real].sum()),
+  )
+  return inputs, host
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -166,128 +209,162 @@ def build_update_batch(exp, config, groups: Sequence[Group], rng: np.random.Gene
 
 
 def _reward_metrics(groups: Sequence[Group], prefix: str = "reward") -> dict[str, float]:
-    out = {}
-    if not groups:
-        return out
-    keys = groups[0].rewards.keys()
-    for k in keys:
-        out[f"{prefix}/{k}"] = float(np.mean(np.concatenate([g.rewards[k] for g in groups])))
-    for mode in buffer_lib.ROLLOUT_MODES:
-        sel = [g for g in groups if g.mode == mode]
-        if sel:
-            out[f"{prefix}_{mode}/overall"] = float(np.mean(np.concatenate([g.rewards["overall"] for g in sel])))
-            out[f"{prefix}_{mode}/em"] = float(np.mean(np.concatenate([g.rewards["em"] for g in sel])))
-            out[f"count/{mode}_questions"] = float(len(sel))
+  out = {}
+  if not groups:
     return out
+  keys = groups[0].rewards.keys()
+  for k in keys:
+    out[f"{prefix}/{k}"] = float(np.mean(np.concatenate([g.rewards[k] for g in groups])))
+  for mode in buffer_lib.ROLLOUT_MODES:
+    sel = [g for g in groups if g.mode == mode]
+    if sel:
+      out[f"{prefix}_{mode}/overall"] = float(np.mean(np.concatenate([g.rewards["overall"] for g in sel])))
+      out[f"{prefix}_{mode}/em"] = float(np.mean(np.concatenate([g.rewards["em"] for g in sel])))
+      out[f"count/{mode}_questions"] = float(len(sel))
+  return out
 
 
 def run_rl(exp, config, workdir: pathlib.Path, params, specs, state, buffer, progress, ckpt, writer) -> dict:
-    from vrrl_jax import eval as eval_lib
-    from vrrl_jax.data import frozenlake as frozenlake_data
+  from vrrl_jax import eval as eval_lib
+  from vrrl_jax.data import frozenlake as frozenlake_data
 
-    seed = int(config.seed)
-    sft_steps, rl_steps = int(config.sft.steps), int(config.rl.steps)
-    total = sft_steps + rl_steps
-    scfg = run_config.step_config(config)
-    keep_reference = scfg.loss.kl_coef > 0
-    if state is None:
-        state = ts_lib.create_train_state(params, specs, scfg.optimizer, jax.random.PRNGKey(seed), exp.mesh,
-                                          exp.rules, keep_reference=keep_reference)
-    del params
-    shardings = jax.tree.map(lambda x: x.sharding, state)
-    update = rl_step.make_train_step(exp.model, exp.mesh, exp.rules, scfg, shardings)
-    logprob_fn = rl_step.make_logprob_fn(exp.model, exp.mesh, exp.rules, shardings.params,
-                                         scfg.logprob_chunk_size, scfg.temperature)
-    sampler = experiment.make_sampler(exp, run_config.sampler_buckets(config))
-    examples = frozenlake_data.load_split("train", run_config.data_config(config))
-    reward_config = run_config.reward_config(config)
-    filter_config = run_config.filter_config(config)
-    rows_multiple = int(config.rl.micro_batches) * max(1, sampler.batch_multiple)
-    min_rows = run_config.shape_floor(config.rl, "update_min_rows", 1)
-    results = {}
+  seed = int(config.seed)
+  sft_steps, rl_steps = int(config.sft.steps), int(config.rl.steps)
+  total = sft_steps + rl_steps
+  scfg = run_config.step_config(config)
+  keep_reference = scfg.loss.kl_coef > 0
+  if state is None:
+    state = ts_lib.create_train_state(
+      params, specs, scfg.optimizer, jax.random.PRNGKey(seed), exp.mesh, exp.rules, keep_reference=keep_reference
+    )
+  del params
+  shardings = jax.tree.map(lambda x: x.sharding, state)
+  update = rl_step.make_train_step(exp.model, exp.mesh, exp.rules, scfg, shardings)
+  logprob_fn = rl_step.make_logprob_fn(
+    exp.model, exp.mesh, exp.rules, shardings.params, scfg.logprob_chunk_size, scfg.temperature
+  )
+  sampler = experiment.make_sampler(exp, run_config.sampler_buckets(config))
+  examples = frozenlake_data.load_split("train", run_config.data_config(config))
+  reward_config = run_config.reward_config(config)
+  filter_config = run_config.filter_config(config)
+  rows_multiple = int(config.rl.micro_batches) * max(1, sampler.batch_multiple)
+  min_rows = run_config.shape_floor(config.rl, "update_min_rows", 1)
+  results = {}
 
-    run_eval = len(config.eval.levels) > 0
-    if progress.global_step == sft_steps and bool(config.eval.before_rl) and run_eval:
-        results["before_rl"] = eval_lib.evaluate(exp, config, state.params, workdir / "eval_before_rl",
-                                                 sampler=sampler, links=FIGURE_LINK)
-        writer.write(progress.global_step, {f"eval_before_rl/{k}": v for k, v in
-                                            eval_lib.headline(results["before_rl"]).items()})
+  run_eval = len(config.eval.levels) > 0
+  if progress.global_step == sft_steps and bool(config.eval.before_rl) and run_eval:
+    results["before_rl"] = eval_lib.evaluate(
+      exp, config, state.params, workdir / "eval_before_rl", sampler=sampler, links=FIGURE_LINK
+    )
+    writer.write(
+      progress.global_step, {f"eval_before_rl/{k}": v for k, v in eval_lib.headline(results["before_rl"]).items()}
+    )
 
-    for step in tqdm.trange(progress.global_step + 1, total + 1, desc="rl", unit="step",
-                            initial=progress.global_step - sft_steps, total=rl_steps):
-        rl_step_index = step - sft_steps
-        t_start = time.perf_counter()
-        rng = experiment.host_rng(seed, RL_TAG, step)
-        key = jax.random.fold_in(jax.random.PRNGKey(seed), step)
-        timings = {"rollout": 0.0, "reward": 0.0}
+  for step in tqdm.trange(
+    progress.global_step + 1,
+    total + 1,
+    desc="rl",
+    unit="step",
+    initial=progress.global_step - sft_steps,
+    total=rl_steps,
+  ):
+    rl_step_index = step - sft_steps
+    t_start = time.perf_counter()
+    rng = experiment.host_rng(seed, RL_TAG, step)
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), step)
+    timings = {"rollout": 0.0, "reward": 0.0}
 
-        # Steps 1-3: draw, roll out, reward, filter (refill up to the try limit).
-        drawn: list[Group] = []
+    # Steps 1-3: draw, roll out, reward, filter (refill up to the try limit).
+    drawn: list[Group] = []
 
-        def draw():
-            t0 = time.perf_counter()
-            reward_before = timings["reward"]
-            groups = draw_groups(exp, config, sampler, state.params, examples, buffer, progress, rng,
-                                 jax.random.fold_in(key, len(drawn)), reward_config, timings)
-            drawn.extend(groups)
-            timings["rollout"] += time.perf_counter() - t0 - (timings["reward"] - reward_before)
-            return groups
+    def draw():
+      t0 = time.perf_counter()
+      reward_before = timings["reward"]
+      groups = draw_groups(
+        exp,
+        config,
+        sampler,
+        state.params,
+        examples,
+        buffer,
+        progress,
+        rng,
+        jax.random.fold_in(key, len(drawn)),
+        reward_config,
+        timings,
+      )
+      drawn.extend(groups)
+      timings["rollout"] += time.perf_counter() - t0 - (timings["reward"] - reward_before)
+      return groups
 
-        fill = filtering_lib.fill_groups(draw, lambda g: g.rewards["overall"], int(config.rl.prompts_per_step),
-                                         filter_config)
-        kept = fill.groups
+    fill = filtering_lib.fill_groups(
+      draw, lambda g: g.rewards["overall"], int(config.rl.prompts_per_step), filter_config
+    )
+    kept = fill.groups
 
-        # Step 4: buffer collection from every rollout of this step; advance its step.
-        collected = buffer.collect([t.buffer_episode(g.mode) for g in drawn for t in g.samples], step=rl_step_index)
-        buffer.set_step(rl_step_index)
+    # Step 4: buffer collection from every rollout of this step; advance its step.
+    collected = buffer.collect([t.buffer_episode(g.mode) for g in drawn for t in g.samples], step=rl_step_index)
+    buffer.set_step(rl_step_index)
 
-        m = {**_reward_metrics(drawn), **{f"filter/{k}": v for k, v in fill.metrics().items()},
-             **{f"buffer/{k}": float(v) for k, v in buffer.stats().items()},
-             **{f"buffer_collect/{k}": float(v) for k, v in collected.items()}}
-        m["reward_kept/overall"] = float(np.mean(np.concatenate([g.rewards["overall"] for g in kept]))) if kept else 0.0
-        if kept:
-            # Steps 5-7: log-probs, advantages, masks, update.
-            t0 = time.perf_counter()
-            num_rows = max(sum(len(g.samples) for g in kept), min_rows)
-            num_rows = -(-num_rows // rows_multiple) * rows_multiple
-            inputs, host = build_update_batch(exp, config, kept, rng, num_rows)
-            timings["batch"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            targets = host["targets"]
-            old_logp = logprob_fn(state.params, inputs, targets)
-            ref_logp = logprob_fn(state.ref_params, inputs, targets) if keep_reference else None
-            jax.block_until_ready(old_logp)
-            timings["logprobs"] = time.perf_counter() - t0
-            mask = host["loss_mask"]
-            old_np = np.asarray(old_logp)
-            m["logprob/sampler_vs_trainer_abs"] = float(np.sum(np.abs(old_np - host["sample_logp"]) * mask)
-                                                        / max(mask.sum(), 1.0))
-            batch = rl_step.RLBatch(inputs=inputs, targets=targets, loss_mask=mask, advantages=host["advantages"],
-                                    old_logp=old_logp, ref_logp=ref_logp)
-            t0 = time.perf_counter()
-            state, update_metrics = update(state, batch)
-            update_metrics = rl_step.as_host_metrics(update_metrics)
-            timings["update"] = time.perf_counter() - t0
-            m.update({f"loss/{k}": v for k, v in update_metrics.items()})
-            m.update(modes_lib.start_turn_metrics(host["start_turn"], host["modes"]))
-            m["tokens/batch"] = float(host["num_tokens"])
-        else:
-            m["skipped_steps/no_groups"] = 1.0
-        step_time = time.perf_counter() - t_start
-        m.update({f"time/{k}": v for k, v in timings.items()})
-        m["time/step"] = step_time
-        m["time/tokens_per_s"] = float(m.get("tokens/batch", 0.0)) / step_time
-        m["sampler/compilations"] = float(sampler.compile_log.total)
-        writer.write(step, m)
-        progress.global_step = step
-        if ckpt.should_save(step, last=step == total):
-            ckpt.save(step, state, buffer.state_dict(), progress.to_json())
+    m = {
+      **_reward_metrics(drawn),
+      **{f"filter/{k}": v for k, v in fill.metrics().items()},
+      **{f"buffer/{k}": float(v) for k, v in buffer.stats().items()},
+      **{f"buffer_collect/{k}": float(v) for k, v in collected.items()},
+    }
+    m["reward_kept/overall"] = float(np.mean(np.concatenate([g.rewards["overall"] for g in kept]))) if kept else 0.0
+    if kept:
+      # Steps 5-7: log-probs, advantages, masks, update.
+      t0 = time.perf_counter()
+      num_rows = max(sum(len(g.samples) for g in kept), min_rows)
+      num_rows = -(-num_rows // rows_multiple) * rows_multiple
+      inputs, host = build_update_batch(exp, config, kept, rng, num_rows)
+      timings["batch"] = time.perf_counter() - t0
+      t0 = time.perf_counter()
+      targets = host["targets"]
+      old_logp = logprob_fn(state.params, inputs, targets)
+      ref_logp = logprob_fn(state.ref_params, inputs, targets) if keep_reference else None
+      jax.block_until_ready(old_logp)
+      timings["logprobs"] = time.perf_counter() - t0
+      mask = host["loss_mask"]
+      old_np = np.asarray(old_logp)
+      m["logprob/sampler_vs_trainer_abs"] = float(
+        np.sum(np.abs(old_np - host["sample_logp"]) * mask) / max(mask.sum(), 1.0)
+      )
+      batch = rl_step.RLBatch(
+        inputs=inputs,
+        targets=targets,
+        loss_mask=mask,
+        advantages=host["advantages"],
+        old_logp=old_logp,
+        ref_logp=ref_logp,
+      )
+      t0 = time.perf_counter()
+      state, update_metrics = update(state, batch)
+      update_metrics = rl_step.as_host_metrics(update_metrics)
+      timings["update"] = time.perf_counter() - t0
+      m.update({f"loss/{k}": v for k, v in update_metrics.items()})
+      m.update(modes_lib.start_turn_metrics(host["start_turn"], host["modes"]))
+      m["tokens/batch"] = float(host["num_tokens"])
+    else:
+      m["skipped_steps/no_groups"] = 1.0
+    step_time = time.perf_counter() - t_start
+    m.update({f"time/{k}": v for k, v in timings.items()})
+    m["time/step"] = step_time
+    m["time/tokens_per_s"] = float(m.get("tokens/batch", 0.0)) / step_time
+    m["sampler/compilations"] = float(sampler.compile_log.total)
+    writer.write(step, m)
+    progress.global_step = step
+    if ckpt.should_save(step, last=step == total):
+      ckpt.save(step, state, buffer.state_dict(), progress.to_json())
 
-    ckpt.wait()
-    if not run_eval:
-        return results
-    results["after_rl"] = eval_lib.evaluate(exp, config, state.params, workdir / "eval_after_rl", sampler=sampler,
-                                            links=FIGURE_LINK)
-    writer.write(progress.global_step, {f"eval_after_rl/{k}": v for k, v in
-                                        eval_lib.headline(results["after_rl"]).items()})
+  ckpt.wait()
+  if not run_eval:
     return results
+  results["after_rl"] = eval_lib.evaluate(
+    exp, config, state.params, workdir / "eval_after_rl", sampler=sampler, links=FIGURE_LINK
+  )
+  writer.write(
+    progress.global_step, {f"eval_after_rl/{k}": v for k, v in eval_lib.headline(results["after_rl"]).items()}
+  )
+  return results

@@ -27,31 +27,32 @@ SFT, RL, DONE = "sft", "rl", "done"
 
 
 def _initialize_distributed() -> None:
-    import jax
+  import jax
 
-    if os.environ.get("VRRL_COORDINATOR"):  # explicit (launch/cpu_multiprocess.sh)
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(os.environ["VRRL_COORDINATOR"], int(os.environ["VRRL_NUM_PROCESSES"]),
-                                   int(os.environ["VRRL_PROCESS_ID"]))
-    else:  # TPU VMs: everything from the environment
-        jax.distributed.initialize()
+  if os.environ.get("VRRL_COORDINATOR"):  # explicit (launch/cpu_multiprocess.sh)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+      os.environ["VRRL_COORDINATOR"], int(os.environ["VRRL_NUM_PROCESSES"]), int(os.environ["VRRL_PROCESS_ID"])
+    )
+  else:  # TPU VMs: everything from the environment
+    jax.distributed.initialize()
 
 
 def main(argv) -> None:
-    del argv
-    from vrrl_jax import experiment, run_config, trainer
+  del argv
+  from vrrl_jax import experiment, run_config, trainer
 
-    experiment.setup_console()
-    if FLAGS.multihost:
-        _initialize_distributed()
-    if FLAGS.config is None or FLAGS.workdir is None:
-        raise app.UsageError("--config and --workdir are required")
-    experiment.enable_compilation_cache()
-    try:
-        trainer.run(FLAGS.config, FLAGS.workdir)
-    except run_config.ConfigError as e:  # the message names the field; a traceback would only bury it
-        raise SystemExit(f"bad config: {e}") from None
+  experiment.setup_console()
+  if FLAGS.multihost:
+    _initialize_distributed()
+  if FLAGS.config is None or FLAGS.workdir is None:
+    raise app.UsageError("--config and --workdir are required")
+  experiment.enable_compilation_cache()
+  try:
+    trainer.run(FLAGS.config, FLAGS.workdir)
+  except run_config.ConfigError as e:  # the message names the field; a traceback would only bury it
+    raise SystemExit(f"bad config: {e}") from None
 
 
 if __name__ == "__main__":
-    app.run(main)
+  app.run(main)

@@ -42,33 +42,55 @@ _PHASE_TAG = {SFT: 1, RL: 2}
 # Batches.
 
 
-def sft_batch(exp: experiment.Experiment, rows, num_rows: int, micro_batches: int,
-              min_length: int = batching.MIN_LENGTH, min_patches: int = batching.MIN_PATCHES) -> sft_step_lib.SFTBatch:
-    padded = batching.pad_rows(rows, exp.token_ids.pad_token_id, num_rows=num_rows, min_length=min_length)
-    targets, target_mask = rl_step.next_token_targets(padded.input_ids, padded.assistant_mask)
-    inputs = rl_step.prepare_micro_batches(exp.model_config, padded.input_ids, padded.attention_mask,
-                                           padded.pixel_values, padded.image_grid_thw, micro_batches,
-                                           patch_multiple=padded.patch_bucket(micro_batches, min_patches))
-    return sft_step_lib.SFTBatch(inputs=inputs, targets=rl_step.micro_batch_rows(targets, micro_batches),
-                                 loss_mask=rl_step.micro_batch_rows(target_mask, micro_batches))
+def sft_batch(
+  exp: experiment.Experiment,
+  rows,
+  num_rows: int,
+  micro_batches: int,
+  min_length: int = batching.MIN_LENGTH,
+  min_patches: int = batching.MIN_PATCHES,
+) -> sft_step_lib.SFTBatch:
+  padded = batching.pad_rows(rows, exp.token_ids.pad_token_id, num_rows=num_rows, min_length=min_length)
+  targets, target_mask = rl_step.next_token_targets(padded.input_ids, padded.assistant_mask)
+  inputs = rl_step.prepare_micro_batches(
+    exp.model_config,
+    padded.input_ids,
+    padded.attention_mask,
+    padded.pixel_values,
+    padded.image_grid_thw,
+    micro_batches,
+    patch_multiple=padded.patch_bucket(micro_batches, min_patches),
+  )
+  return sft_step_lib.SFTBatch(
+    inputs=inputs,
+    targets=rl_step.micro_batch_rows(targets, micro_batches),
+    loss_mask=rl_step.micro_batch_rows(target_mask, micro_batches),
+  )
 
 
-def sft_rows(exp: experiment.Experiment, specs, rng: np.random.Generator, batch_size: int,
-             transcript_config: transcripts_lib.TranscriptConfig, wrong_route_loss: bool = True):
-    """``wrong_route_loss=False``: the deliberately wrong routes stay in the context (the revision that follows
-    still learns to read their feedback image) but carry no loss, so the first turn is only ever taught an
-    optimal route."""
-    picks = rng.choice(len(specs), size=batch_size, replace=True)
-    rows = []
-    for i in picks:
-        tr = transcripts_lib.make_transcript(specs[i], rng, transcript_config)
-        row = conversation.encode_conversation(exp.processor, transcripts_lib.to_messages(tr))
-        if not wrong_route_loss:
-            n_wrong = len(tr.wrong_kinds)  # the wrong routes are assistant turns 0 .. n_wrong - 1
-            row.assistant_mask = np.where((row.turn_index >= 0) & (row.turn_index < n_wrong), 0,
-                                          row.assistant_mask).astype(np.int32)
-        rows.append(row)
-    return rows
+def sft_rows(
+  exp: experiment.Experiment,
+  specs,
+  rng: np.random.Generator,
+  batch_size: int,
+  transcript_config: transcripts_lib.TranscriptConfig,
+  wrong_route_loss: bool = True,
+):
+  """``wrong_route_loss=False``: the deliberately wrong routes stay in the context (the revision that follows
+  still learns to read their feedback image) but carry no loss, so the first turn is only ever taught an
+  optimal route."""
+  picks = rng.choice(len(specs), size=batch_size, replace=True)
+  rows = []
+  for i in picks:
+    tr = transcripts_lib.make_transcript(specs[i], rng, transcript_config)
+    row = conversation.encode_conversation(exp.processor, transcripts_lib.to_messages(tr))
+    if not wrong_route_loss:
+      n_wrong = len(tr.wrong_kinds)  # the wrong routes are assistant turns 0 .. n_wrong - 1
+      row.assistant_mask = np.where((row.turn_index >= 0) & (row.turn_index < n_wrong), 0, row.assistant_mask).astype(
+        np.int32
+      )
+    rows.append(row)
+  return rows
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -77,110 +99,117 @@ def sft_rows(exp: experiment.Experiment, specs, rng: np.random.Generator, batch_
 
 @dataclasses.dataclass
 class Progress:
-    """The host part of a checkpoint: where the run is."""
+  """The host part of a checkpoint: where the run is."""
 
-    phase: str = SFT
-    global_step: int = 0  # last completed step (SFT and RL counted together)
-    prompts_consumed: int = 0  # RL data position (online filtering draws a variable number per step)
+  phase: str = SFT
+  global_step: int = 0  # last completed step (SFT and RL counted together)
+  prompts_consumed: int = 0  # RL data position (online filtering draws a variable number per step)
 
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    run_config.validate(config)  # before anything is built or compiled: a bad value costs seconds
-    workdir = pathlib.Path(workdir)
-    exp = experiment.build(config)
-    if jax.process_index() == 0:
-        experiment.save_config(config, workdir)
-    sft_steps, rl_steps = int(config.sft.steps), int(config.rl.steps)
-    log.info("model: %s text layers x %d, %s vision blocks; mesh %s", exp.model_config.text.num_hidden_layers,
-             exp.model_config.text.hidden_size, exp.model_config.vision.depth, dict(exp.mesh.shape))
+  run_config.validate(config)  # before anything is built or compiled: a bad value costs seconds
+  workdir = pathlib.Path(workdir)
+  exp = experiment.build(config)
+  if jax.process_index() == 0:
+    experiment.save_config(config, workdir)
+  sft_steps, rl_steps = int(config.sft.steps), int(config.rl.steps)
+  log.info(
+    "model: %s text layers x %d, %s vision blocks; mesh %s",
+    exp.model_config.text.num_hidden_layers,
+    exp.model_config.text.hidden_size,
+    exp.model_config.vision.depth,
+    dict(exp.mesh.shape),
+  )
 
-    # --- Setup: params, checkpoints, resume ---------------------------------------------------------------------
-    params, specs = experiment.initial_params(exp, int(config.seed))
-    ckpt = TrainCheckpointer(workdir / "checkpoints", save_every=int(config.checkpoint.every),
-                             keep=int(config.checkpoint.keep))
-    from vrrl_jax import rl_loop  # the RL phase (sampler, buffer, rewards)
+  # --- Setup: params, checkpoints, resume ---------------------------------------------------------------------
+  params, specs = experiment.initial_params(exp, int(config.seed))
+  ckpt = TrainCheckpointer(
+    workdir / "checkpoints", save_every=int(config.checkpoint.every), keep=int(config.checkpoint.keep)
+  )
+  from vrrl_jax import rl_loop  # the RL phase (sampler, buffer, rewards)
 
-    buffer = rl_loop.make_buffer(config)
-    progress = Progress(phase=SFT if sft_steps > 0 else RL)
-    resumed = _resume(ckpt, exp, config, params, specs, buffer)
-    if resumed is not None:
-        progress, state = resumed
-        log.info("resumed from step %d (phase %s)", progress.global_step, progress.phase)
-    else:
-        state = None
-    writer = metrics_lib.MetricsWriter(workdir, resume_step=progress.global_step if resumed else None,
-                                       console_keys=list(config.log.console_keys))
-    results: dict = {}
+  buffer = rl_loop.make_buffer(config)
+  progress = Progress(phase=SFT if sft_steps > 0 else RL)
+  resumed = _resume(ckpt, exp, config, params, specs, buffer)
+  if resumed is not None:
+    progress, state = resumed
+    log.info("resumed from step %d (phase %s)", progress.global_step, progress.phase)
+  else:
+    state = None
+  writer = metrics_lib.MetricsWriter(
+    workdir, resume_step=progress.global_step if resumed else None, console_keys=list(config.log.console_keys)
+  )
+  results: dict = {}
 
-    # --- SFT warm start -----------------------------------------------------------------------------------------
-    if progress.phase == SFT and progress.global_step < sft_steps:
-        opt_cfg = run_config.optimizer_config(config, float(config.sft.learning_rate))
-        if state is None:
-            state = ts_lib.create_train_state(params, specs, opt_cfg, jax.random.PRNGKey(config.seed), exp.mesh,
-                                              exp.rules, keep_reference=False)
-        shardings = jax.tree.map(lambda x: x.sharding, state)
-        update = sft_step_lib.make_sft_step(exp.model, exp.mesh, exp.rules, opt_cfg, shardings)
-        train_specs = [e.spec for e in _train_examples(config)]
-        tcfg = run_config.transcript_config(config)
-        min_length = run_config.shape_floor(config.sft, "min_length", batching.MIN_LENGTH)
-        min_patches = run_config.shape_floor(config.sft, "min_patches", batching.MIN_PATCHES)
-        for step in tqdm.trange(progress.global_step + 1, sft_steps + 1, desc="sft", unit="step",
-                                initial=progress.global_step, total=sft_steps):
-            t0 = time.perf_counter()
-            rng = experiment.host_rng(int(config.seed), _PHASE_TAG[SFT], step)
-            rows = sft_rows(exp, train_specs, rng, int(config.sft.batch_size), tcfg,
-                            bool(config.sft.wrong_route_loss))
-            batch = sft_batch(exp, rows, int(config.sft.batch_size), int(config.sft.micro_batches), min_length,
-                              min_patches)
-            state, m = update(state, batch)
-            m = rl_step.as_host_metrics(m)
-            m = {f"sft/{k}": v for k, v in m.items()}
-            m["time/step"] = time.perf_counter() - t0
-            m["sft/seq_len"] = int(batch.targets.shape[-1])
-            writer.write(step, m)
-            progress.global_step = step
-            if ckpt.should_save(step, last=step == sft_steps):
-                phase = SFT_DONE if step == sft_steps else SFT
-                ckpt.save(step, state, buffer.state_dict(), dataclasses.replace(progress, phase=phase).to_json())
-        progress.phase = SFT_DONE
-    if progress.phase == SFT_DONE:  # RL starts from the SFT params with a fresh optimizer and reference copy
-        params = state.params
-        state = None
-        progress.phase = RL
+  # --- SFT warm start -----------------------------------------------------------------------------------------
+  if progress.phase == SFT and progress.global_step < sft_steps:
+    opt_cfg = run_config.optimizer_config(config, float(config.sft.learning_rate))
+    if state is None:
+      state = ts_lib.create_train_state(
+        params, specs, opt_cfg, jax.random.PRNGKey(config.seed), exp.mesh, exp.rules, keep_reference=False
+      )
+    shardings = jax.tree.map(lambda x: x.sharding, state)
+    update = sft_step_lib.make_sft_step(exp.model, exp.mesh, exp.rules, opt_cfg, shardings)
+    train_specs = [e.spec for e in _train_examples(config)]
+    tcfg = run_config.transcript_config(config)
+    min_length = run_config.shape_floor(config.sft, "min_length", batching.MIN_LENGTH)
+    min_patches = run_config.shape_floor(config.sft, "min_patches", batching.MIN_PATCHES)
+    for step in tqdm.trange(
+      progress.global_step + 1, sft_steps + 1, desc="sft", unit="step", initial=progress.global_step, total=sft_steps
+    ):
+      t0 = time.perf_counter()
+      rng = experiment.host_rng(int(config.seed), _PHASE_TAG[SFT], step)
+      rows = sft_rows(exp, train_specs, rng, int(config.sft.batch_size), tcfg, bool(config.sft.wrong_route_loss))
+      batch = sft_batch(exp, rows, int(config.sft.batch_size), int(config.sft.micro_batches), min_length, min_patches)
+      state, m = update(state, batch)
+      m = rl_step.as_host_metrics(m)
+      m = {f"sft/{k}": v for k, v in m.items()}
+      m["time/step"] = time.perf_counter() - t0
+      m["sft/seq_len"] = int(batch.targets.shape[-1])
+      writer.write(step, m)
+      progress.global_step = step
+      if ckpt.should_save(step, last=step == sft_steps):
+        phase = SFT_DONE if step == sft_steps else SFT
+        ckpt.save(step, state, buffer.state_dict(), dataclasses.replace(progress, phase=phase).to_json())
+    progress.phase = SFT_DONE
+  if progress.phase == SFT_DONE:  # RL starts from the SFT params with a fresh optimizer and reference copy
+    params = state.params
+    state = None
+    progress.phase = RL
 
-    # --- VRRL RL ------------------------------------------------------------------------------------------------
-    if progress.phase == RL:
-        results = rl_loop.run_rl(exp, config, workdir, params, specs, state, buffer, progress, ckpt, writer)
-        progress.phase = DONE
+  # --- VRRL RL ------------------------------------------------------------------------------------------------
+  if progress.phase == RL:
+    results = rl_loop.run_rl(exp, config, workdir, params, specs, state, buffer, progress, ckpt, writer)
+    progress.phase = DONE
 
-    ckpt.close()
-    writer.close()
-    if jax.process_index() == 0 and (rl_steps > 0 or results):
-        log.info("run figure: %s", figures.run_figure(workdir, first_rl_step=sft_steps + 1))
-    return results
+  ckpt.close()
+  writer.close()
+  if jax.process_index() == 0 and (rl_steps > 0 or results):
+    log.info("run figure: %s", figures.run_figure(workdir, first_rl_step=sft_steps + 1))
+  return results
 
 
 def _train_examples(config):
-    return frozenlake_data.load_split("train", run_config.data_config(config))
+  return frozenlake_data.load_split("train", run_config.data_config(config))
 
 
 def _resume(ckpt: TrainCheckpointer, exp, config, params, specs, buffer):
-    """(progress, state) of the newest readable checkpoint, or None. The restore target depends on the phase
-    the checkpoint records: an SFT state (no reference model, SFT optimizer) or an RL state."""
+  """(progress, state) of the newest readable checkpoint, or None. The restore target depends on the phase
+  the checkpoint records: an SFT state (no reference model, SFT optimizer) or an RL state."""
 
-    def abstract_for(host: dict):
-        rl = host.get("phase") == RL
-        keep_reference = rl and float(config.rl.loss.kl_coef) > 0
-        lr = float(config.rl.learning_rate if rl else config.sft.learning_rate)
-        optimizer = ts_lib.make_optimizer(run_config.optimizer_config(config, lr))
-        return ts_lib.abstract_train_state(params, specs, optimizer, exp.mesh, exp.rules, keep_reference)
+  def abstract_for(host: dict):
+    rl = host.get("phase") == RL
+    keep_reference = rl and float(config.rl.loss.kl_coef) > 0
+    lr = float(config.rl.learning_rate if rl else config.sft.learning_rate)
+    optimizer = ts_lib.make_optimizer(run_config.optimizer_config(config, lr))
+    return ts_lib.abstract_train_state(params, specs, optimizer, exp.mesh, exp.rules, keep_reference)
 
-    restored = ckpt.restore_latest(abstract_for)
-    if restored is None:
-        return None
-    _, state, buffer_state, host = restored
-    buffer.load_state_dict(buffer_state)
-    return Progress(**host), state
+  restored = ckpt.restore_latest(abstract_for)
+  if restored is None:
+    return None
+  _, state, buffer_state, host = restored
+  buffer.load_state_dict(buffer_state)
+  return Progress(**host), state

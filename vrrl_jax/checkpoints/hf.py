@@ -74,12 +74,21 @@ def qwen3_vl_entries(config: Qwen3VLConfig) -> list[Entry]:
   dv, hv, hdv, iv = vision.hidden_size, vision.num_heads, vision.head_dim, vision.intermediate_size
   merged = dv * vision.merge_unit
   t = _Table(config.scan_layers)
-  t.add(_VISUAL + "patch_embed.proj.weight", ("visual", "patch_embed", "kernel"), "conv",
-        (dv, vision.in_channels, vision.temporal_patch_size, vision.patch_size, vision.patch_size),
-        (vision.patch_dim, dv))
+  t.add(
+    _VISUAL + "patch_embed.proj.weight",
+    ("visual", "patch_embed", "kernel"),
+    "conv",
+    (dv, vision.in_channels, vision.temporal_patch_size, vision.patch_size, vision.patch_size),
+    (vision.patch_dim, dv),
+  )
   t.add(_VISUAL + "patch_embed.proj.bias", ("visual", "patch_embed", "bias"), "copy", (dv,), (dv,))
-  t.add(_VISUAL + "pos_embed.weight", ("visual", "pos_embed"), "copy", (vision.num_position_embeddings, dv),
-        (vision.num_position_embeddings, dv))
+  t.add(
+    _VISUAL + "pos_embed.weight",
+    ("visual", "pos_embed"),
+    "copy",
+    (vision.num_position_embeddings, dv),
+    (vision.num_position_embeddings, dv),
+  )
   for i in range(vision.depth):
     hf, ours = f"{_VISUAL}blocks.{i}.", ("visual",) + t.layer_path("blocks", i, ("block",))
     t.norm(hf + "norm1", ours + ("norm1",), dv, True, i)
@@ -89,16 +98,23 @@ def qwen3_vl_entries(config: Qwen3VLConfig) -> list[Entry]:
     t.linear(hf + "mlp.linear_fc1", ours + ("linear_fc1",), (dv,), (iv,), True, i)
     t.linear(hf + "mlp.linear_fc2", ours + ("linear_fc2",), (iv,), (dv,), True, i)
   mergers = [("merger", ("merger",), dv)] + [
-      (f"deepstack_merger_list.{j}", (f"deepstack_merger_list_{j}",), merged)
-      for j in range(len(vision.deepstack_visual_indexes))]
+    (f"deepstack_merger_list.{j}", (f"deepstack_merger_list_{j}",), merged)
+    for j in range(len(vision.deepstack_visual_indexes))
+  ]
   for hf_name, ours, norm_size in mergers:
     t.norm(f"{_VISUAL}{hf_name}.norm", ("visual",) + ours + ("norm",), norm_size, True)
     t.linear(f"{_VISUAL}{hf_name}.linear_fc1", ("visual",) + ours + ("linear_fc1",), (merged,), (merged,), True)
-    t.linear(f"{_VISUAL}{hf_name}.linear_fc2", ("visual",) + ours + ("linear_fc2",), (merged,),
-             (vision.out_hidden_size,), True)
+    t.linear(
+      f"{_VISUAL}{hf_name}.linear_fc2", ("visual",) + ours + ("linear_fc2",), (merged,), (vision.out_hidden_size,), True
+    )
 
-  t.add(_TEXT + "embed_tokens.weight", ("language_model", "embed_tokens"), "copy", (text.vocab_size, d),
-        (text.vocab_size, d))
+  t.add(
+    _TEXT + "embed_tokens.weight",
+    ("language_model", "embed_tokens"),
+    "copy",
+    (text.vocab_size, d),
+    (text.vocab_size, d),
+  )
   for i in range(text.num_hidden_layers):
     hf, ours = f"{_TEXT}layers.{i}.", ("language_model",) + t.layer_path("layers", i)
     t.norm(hf + "input_layernorm", ours + ("input_layernorm",), d, False, i)
@@ -109,9 +125,11 @@ def qwen3_vl_entries(config: Qwen3VLConfig) -> list[Entry]:
     t.linear(hf + "self_attn.o_proj", ours + ("self_attn", "o_proj"), (heads, hd), (d,), False, i)
     t.norm(hf + "self_attn.q_norm", ours + ("self_attn", "q_norm"), hd, False, i)
     t.norm(hf + "self_attn.k_norm", ours + ("self_attn", "k_norm"), hd, False, i)
-    for name, shape_in, shape_out in (("gate_proj", d, text.intermediate_size),
-                                      ("up_proj", d, text.intermediate_size),
-                                      ("down_proj", text.intermediate_size, d)):
+    for name, shape_in, shape_out in (
+      ("gate_proj", d, text.intermediate_size),
+      ("up_proj", d, text.intermediate_size),
+      ("down_proj", text.intermediate_size, d),
+    ):
       t.linear(hf + f"mlp.{name}", ours + ("mlp", name), (shape_in,), (shape_out,), False, i)
   t.add(_TEXT + "norm.weight", ("language_model", "norm", "scale"), "copy", (d,), (d,))
   if not config.tie_word_embeddings:
@@ -138,9 +156,13 @@ def qwen2_5_vl_entries(config: Qwen25VLConfig) -> list[Entry]:
   def layer_path(group, i):
     return (group,) if config.scan_layers else (f"{group}_{i}",)
 
-  add(_VISUAL + "patch_embed.proj.weight", ("visual", "patch_embed", "kernel"), "conv",
-      (dv, vision.in_channels, vision.temporal_patch_size, vision.patch_size, vision.patch_size),
-      (vision.patch_dim, dv))
+  add(
+    _VISUAL + "patch_embed.proj.weight",
+    ("visual", "patch_embed", "kernel"),
+    "conv",
+    (dv, vision.in_channels, vision.temporal_patch_size, vision.patch_size, vision.patch_size),
+    (vision.patch_dim, dv),
+  )
   for i in range(vision.depth):
     hf, ours = f"{_VISUAL}blocks.{i}.", ("visual",) + layer_path("blocks", i)
     add(hf + "norm1.weight", ours + ("norm1", "scale"), "copy", (dv,), (dv,), i)
@@ -153,8 +175,13 @@ def qwen2_5_vl_entries(config: Qwen25VLConfig) -> list[Entry]:
   linear(_VISUAL + "merger.mlp.0", ("visual", "merger", "mlp_0"), (merged,), (merged,), True)
   linear(_VISUAL + "merger.mlp.2", ("visual", "merger", "mlp_2"), (merged,), (vision.out_hidden_size,), True)
 
-  add(_TEXT + "embed_tokens.weight", ("language_model", "embed_tokens"), "copy", (text.vocab_size, d),
-      (text.vocab_size, d))
+  add(
+    _TEXT + "embed_tokens.weight",
+    ("language_model", "embed_tokens"),
+    "copy",
+    (text.vocab_size, d),
+    (text.vocab_size, d),
+  )
   for i in range(text.num_hidden_layers):
     hf, ours = f"{_TEXT}layers.{i}.", ("language_model",) + layer_path("layers", i)
     add(hf + "input_layernorm.weight", ours + ("input_layernorm", "scale"), "copy", (d,), (d,), i)
@@ -163,9 +190,11 @@ def qwen2_5_vl_entries(config: Qwen25VLConfig) -> list[Entry]:
     linear(hf + "self_attn.k_proj", ours + ("self_attn", "k_proj"), (d,), (kv, hd), True, i)
     linear(hf + "self_attn.v_proj", ours + ("self_attn", "v_proj"), (d,), (kv, hd), True, i)
     linear(hf + "self_attn.o_proj", ours + ("self_attn", "o_proj"), (heads, hd), (d,), False, i)
-    for name, shape_in, shape_out in (("gate_proj", d, text.intermediate_size),
-                                      ("up_proj", d, text.intermediate_size),
-                                      ("down_proj", text.intermediate_size, d)):
+    for name, shape_in, shape_out in (
+      ("gate_proj", d, text.intermediate_size),
+      ("up_proj", d, text.intermediate_size),
+      ("down_proj", text.intermediate_size, d),
+    ):
       linear(hf + f"mlp.{name}", ours + ("mlp", name), (shape_in,), (shape_out,), False, i)
   add(_TEXT + "norm.weight", ("language_model", "norm", "scale"), "copy", (d,), (d,))
   if not config.tie_word_embeddings:
@@ -182,16 +211,16 @@ def canonical_key(key: str) -> str:
   if key.startswith("visual."):
     return "model." + key
   if key.startswith("model."):
-    return _TEXT + key[len("model."):]
+    return _TEXT + key[len("model.") :]
   return key
 
 
 def disk_key(key: str) -> str:
   """On-disk (Hub, save_pretrained) name for an in-memory key."""
   if key.startswith(_VISUAL):
-    return key[len("model."):]
+    return key[len("model.") :]
   if key.startswith(_TEXT):
-    return "model." + key[len(_TEXT):]
+    return "model." + key[len(_TEXT) :]
   return key
 
 

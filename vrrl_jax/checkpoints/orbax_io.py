@@ -34,14 +34,16 @@ _ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA", "manifest.ocdbt")
 
 def is_orbax_dir(directory: str | os.PathLike) -> bool:
   """Whether `directory` holds orbax files (ours under params/, or a bare orbax checkpoint)."""
-  return any(os.path.exists(os.path.join(directory, sub, marker))
-             for sub in ("", PARAMS_DIR) for marker in _ORBAX_MARKERS)
+  return any(
+    os.path.exists(os.path.join(directory, sub, marker)) for sub in ("", PARAMS_DIR) for marker in _ORBAX_MARKERS
+  )
 
 
 def flat_paths(tree) -> dict[tuple[str, ...], object]:
   """{("language_model", "embed_tokens"): leaf, ...} for a nested-dict pytree."""
-  return {tuple(str(getattr(k, "key", k)) for k in path): leaf
-          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+  return {
+    tuple(str(getattr(k, "key", k)) for k in path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+  }
 
 
 def check_tree(shapes: dict[tuple[str, ...], tuple[int, ...]], config, what: str) -> None:
@@ -56,8 +58,9 @@ def check_tree(shapes: dict[tuple[str, ...], tuple[int, ...]], config, what: str
     if tuple(shapes[path]) != expected[path]:
       problems.append(f"{'/'.join(path)} has shape {tuple(shapes[path])}, expected {expected[path]}")
   if problems:
-    raise CheckpointError(f"{what} does not match the Qwen2.5-VL config "
-                          f"(scan_layers={config.scan_layers}): " + "; ".join(problems))
+    raise CheckpointError(
+      f"{what} does not match the Qwen2.5-VL config (scan_layers={config.scan_layers}): " + "; ".join(problems)
+    )
 
 
 def abstract_targets(config, mesh=None, rules=None):
@@ -68,21 +71,31 @@ def abstract_targets(config, mesh=None, rules=None):
     shardings = jax.tree.map(lambda _: device, shapes)
   else:
     shardings = mesh_lib.param_shardings(specs, mesh, rules_lib.DEFAULT_RULES if rules is None else rules)
-  targets = jax.tree.map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                         shapes, shardings)
+  targets = jax.tree.map(
+    lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes, shardings
+  )
   for path, target in flat_paths(targets).items():
     spec = getattr(target.sharding, "spec", ())
     for dim, axes in zip(target.shape, tuple(spec)):
       parts = int(np.prod([mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ())]))
       if dim % parts:
-        raise ValueError(f"param {'/'.join(path)} of shape {target.shape} cannot be split evenly by its sharding "
-                         f"{spec} on mesh {dict(mesh.shape)}")
+        raise ValueError(
+          f"param {'/'.join(path)} of shape {target.shape} cannot be split evenly by its sharding "
+          f"{spec} on mesh {dict(mesh.shape)}"
+        )
   return targets
 
 
 def _same_model(a, b) -> bool:
-  fields = ("text", "vision", "image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id",
-            "tie_word_embeddings")
+  fields = (
+    "text",
+    "vision",
+    "image_token_id",
+    "video_token_id",
+    "vision_start_token_id",
+    "vision_end_token_id",
+    "tie_word_embeddings",
+  )
   return type(a) is type(b) and all(getattr(a, f) == getattr(b, f) for f in fields)
 
 
@@ -102,8 +115,13 @@ def save(directory: str | os.PathLike, params, config, hf_config: dict | None = 
     checkpointer.save(os.path.join(directory, PARAMS_DIR), params)
     checkpointer.wait_until_finished()
   if jax.process_index() == 0:
-    record = {"format": FORMAT, "format_version": FORMAT_VERSION, "hf_config": hf_config,
-              "param_dtype": config.param_dtype, "scan_layers": config.scan_layers}
+    record = {
+      "format": FORMAT,
+      "format_version": FORMAT_VERSION,
+      "hf_config": hf_config,
+      "param_dtype": config.param_dtype,
+      "scan_layers": config.scan_layers,
+    }
     with open(os.path.join(directory, CONFIG_FILE), "w") as f:
       json.dump(record, f, indent=2, sort_keys=True)
 
@@ -113,8 +131,10 @@ def read_record(directory: str | os.PathLike) -> dict:
   path = os.path.join(directory, CONFIG_FILE)
   if not os.path.isfile(path):
     if is_orbax_dir(directory):
-      raise CheckpointError(f"{directory} holds an orbax checkpoint but no {CONFIG_FILE}: it was not written by "
-                            "vrrl_jax.checkpoints.orbax_io.save, or its save did not finish")
+      raise CheckpointError(
+        f"{directory} holds an orbax checkpoint but no {CONFIG_FILE}: it was not written by "
+        "vrrl_jax.checkpoints.orbax_io.save, or its save did not finish"
+      )
     raise CheckpointError(f"{directory}: no {CONFIG_FILE}; not a vrrl_jax checkpoint")
   try:
     with open(path) as f:
@@ -122,11 +142,11 @@ def read_record(directory: str | os.PathLike) -> dict:
   except json.JSONDecodeError as e:
     raise CheckpointError(f"{path}: not valid JSON ({e})") from e
   if not isinstance(record, dict) or record.get("format") not in (FORMAT, *OLD_FORMATS):
-    raise CheckpointError(f"{path}: format is {record.get('format') if isinstance(record, dict) else None!r}, "
-                          f"expected {FORMAT!r}")
+    raise CheckpointError(
+      f"{path}: format is {record.get('format') if isinstance(record, dict) else None!r}, expected {FORMAT!r}"
+    )
   if record.get("format_version") != FORMAT_VERSION:
-    raise CheckpointError(f"{path}: format_version {record.get('format_version')!r}, this code reads "
-                          f"{FORMAT_VERSION}")
+    raise CheckpointError(f"{path}: format_version {record.get('format_version')!r}, this code reads {FORMAT_VERSION}")
   for key in ("hf_config", "param_dtype", "scan_layers"):
     if key not in record:
       raise CheckpointError(f"{path}: missing field {key!r}")
@@ -138,8 +158,9 @@ def read_record(directory: str | os.PathLike) -> dict:
 def saved_config(directory: str | os.PathLike):
   """The config the params were saved with (param dtype and layer layout included)."""
   record = read_record(directory)
-  return families.config_from_hf(record["hf_config"], param_dtype=record["param_dtype"],
-                                scan_layers=bool(record["scan_layers"]))
+  return families.config_from_hf(
+    record["hf_config"], param_dtype=record["param_dtype"], scan_layers=bool(record["scan_layers"])
+  )
 
 
 def restore(directory: str | os.PathLike, config=None, mesh=None, rules=None):
@@ -160,8 +181,7 @@ def restore(directory: str | os.PathLike, config=None, mesh=None, rules=None):
     targets = abstract_targets(config, mesh, rules)
     if config.scan_layers == stored.scan_layers:
       return checkpointer.restore(params_dir, targets)
-    host_targets = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype),
-                                families.abstract_params(stored)[0])
+    host_targets = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), families.abstract_params(stored)[0])
     host_params = checkpointer.restore(params_dir, host_targets)
   relaid = hf.params_from_state_dict(hf.state_dict_from_params(host_params, stored, layout="memory"), config)
   return jax.tree.map(lambda value, target: jax.device_put(value, target.sharding), relaid, targets)

@@ -26,15 +26,17 @@ _LM_HEAD, _EMBED = "lm_head.weight", "model.language_model.embed_tokens.weight"
 
 
 def checkpoint_kind(path: str | os.PathLike) -> str:
-  """"hf" (config.json + safetensors) or "orbax" (ours: vrrl_config.json + params/); raises for anything else."""
+  """ "hf" (config.json + safetensors) or "orbax" (ours: vrrl_config.json + params/); raises for anything else."""
   path = str(path)
   if not os.path.isdir(path):
     raise CheckpointError(f"{path}: not a directory")
   ours = os.path.isfile(os.path.join(path, orbax_io.CONFIG_FILE))
   theirs = os.path.isfile(os.path.join(path, safetensors_io.CONFIG_FILE))
   if ours and theirs:
-    raise CheckpointError(f"{path} holds both {orbax_io.CONFIG_FILE} and {safetensors_io.CONFIG_FILE}; "
-                          "keep vrrl_jax checkpoints and Hugging Face exports in separate directories")
+    raise CheckpointError(
+      f"{path} holds both {orbax_io.CONFIG_FILE} and {safetensors_io.CONFIG_FILE}; "
+      "keep vrrl_jax checkpoints and Hugging Face exports in separate directories"
+    )
   if ours:
     return ORBAX
   if theirs:
@@ -43,15 +45,18 @@ def checkpoint_kind(path: str | os.PathLike) -> str:
     orbax_io.read_record(path)  # raises its clear error
   listing = sorted(os.listdir(path))
   if any(name.endswith(".safetensors") for name in listing):
-    raise CheckpointError(f"{path} holds safetensors files but no {safetensors_io.CONFIG_FILE}; a Hugging Face "
-                          "checkpoint needs its config.json")
+    raise CheckpointError(
+      f"{path} holds safetensors files but no {safetensors_io.CONFIG_FILE}; a Hugging Face "
+      "checkpoint needs its config.json"
+    )
   raise CheckpointError(
-      f"{path} is neither a Hugging Face checkpoint ({safetensors_io.CONFIG_FILE} + *.safetensors) nor a vrrl_jax "
-      f"checkpoint ({orbax_io.CONFIG_FILE} + {orbax_io.PARAMS_DIR}/); it holds {listing[:10]}")
+    f"{path} is neither a Hugging Face checkpoint ({safetensors_io.CONFIG_FILE} + *.safetensors) nor a vrrl_jax "
+    f"checkpoint ({orbax_io.CONFIG_FILE} + {orbax_io.PARAMS_DIR}/); it holds {listing[:10]}"
+  )
 
 
 def dtype_name(dtype) -> str:
-  """"float32" / "bfloat16" from a string or a numpy / jax dtype."""
+  """ "float32" / "bfloat16" from a string or a numpy / jax dtype."""
   try:
     name = jnp.dtype(dtype).name
   except TypeError as e:
@@ -80,8 +85,9 @@ def config_from_hf(hf_config: dict, **options):
   return families.config_from_hf(hf_config, **options)
 
 
-def from_pretrained(path: str | os.PathLike, dtype=None, mesh=None, rules=None, compute_dtype=None,
-                    progress: bool = True, **options) -> tuple[object, dict]:
+def from_pretrained(
+  path: str | os.PathLike, dtype=None, mesh=None, rules=None, compute_dtype=None, progress: bool = True, **options
+) -> tuple[object, dict]:
   """(model, params) from a Hugging Face directory or a vrrl_jax checkpoint.
 
   dtype: params dtype; default the checkpoint's own (config.json `dtype`, or the saved param dtype).
@@ -98,14 +104,19 @@ def from_pretrained(path: str | os.PathLike, dtype=None, mesh=None, rules=None, 
     stored = orbax_io.saved_config(path)
     options.setdefault("scan_layers", stored.scan_layers)
     name = stored.param_dtype if dtype is None else dtype_name(dtype)
-    config = families.config_from_hf(orbax_io.read_record(path)["hf_config"], param_dtype=name,
-                                     dtype=name if compute_dtype is None else dtype_name(compute_dtype), **options)
+    config = families.config_from_hf(
+      orbax_io.read_record(path)["hf_config"],
+      param_dtype=name,
+      dtype=name if compute_dtype is None else dtype_name(compute_dtype),
+      **options,
+    )
     params = orbax_io.restore(path, config, mesh=mesh, rules=rules)
   else:
     hf_config = safetensors_io.read_config(path)
     name = hf_dtype(hf_config) if dtype is None else dtype_name(dtype)
-    config = config_from_hf(hf_config, param_dtype=name,
-                            dtype=name if compute_dtype is None else dtype_name(compute_dtype), **options)
+    config = config_from_hf(
+      hf_config, param_dtype=name, dtype=name if compute_dtype is None else dtype_name(compute_dtype), **options
+    )
     with safetensors_io.SafetensorsCheckpoint(path) as checkpoint:
       params = load_hf_params(checkpoint, config, mesh=mesh, rules=rules, progress=progress)
   return families.build(config), params
@@ -118,14 +129,16 @@ def check_hf_tensors(checkpoint: safetensors_io.SafetensorsCheckpoint, config) -
   for key in checkpoint:
     name = hf.canonical_key(key)
     if name in stored:
-      raise CheckpointError(f"{checkpoint.directory} holds {name!r} twice, as {stored[name]!r} and {key!r} "
-                            "(both key layouts)")
+      raise CheckpointError(
+        f"{checkpoint.directory} holds {name!r} twice, as {stored[name]!r} and {key!r} (both key layouts)"
+      )
     stored[name] = key
   if config.tie_word_embeddings and _LM_HEAD in stored and _EMBED in stored:
     # Some exports write the tied head anyway; it is only acceptable if it is the embedding.
     if not np.array_equal(checkpoint[stored[_LM_HEAD]], checkpoint[stored[_EMBED]]):
-      raise CheckpointError(f"{checkpoint.directory}: config ties word embeddings but {_LM_HEAD} differs from "
-                            "the token embedding")
+      raise CheckpointError(
+        f"{checkpoint.directory}: config ties word embeddings but {_LM_HEAD} differs from the token embedding"
+      )
     del stored[_LM_HEAD]
   entries = hf.checkpoint_entries(config)
   expected = {e.hf_key: e.hf_shape for e in entries}
@@ -144,8 +157,9 @@ def check_hf_tensors(checkpoint: safetensors_io.SafetensorsCheckpoint, config) -
   return {name: stored[name] for name in expected}
 
 
-def load_hf_params(checkpoint: safetensors_io.SafetensorsCheckpoint, config, mesh=None, rules=None,
-                   progress: bool = True):
+def load_hf_params(
+  checkpoint: safetensors_io.SafetensorsCheckpoint, config, mesh=None, rules=None, progress: bool = True
+):
   """Params pytree of jax.Arrays built block by block from the safetensors (see the module docstring)."""
   stored_name = check_hf_tensors(checkpoint, config)
   targets = orbax_io.abstract_targets(config, mesh, rules)
@@ -154,8 +168,9 @@ def load_hf_params(checkpoint: safetensors_io.SafetensorsCheckpoint, config, mes
     entries_of.setdefault(entry.path, []).append(entry)
   flat_targets = orbax_io.flat_paths(targets)
   arrays = []
-  for path, target in tqdm(flat_targets.items(), desc=f"Loading {os.path.basename(checkpoint.directory)}",
-                           unit="param", disable=not progress):
+  for path, target in tqdm(
+    flat_targets.items(), desc=f"Loading {os.path.basename(checkpoint.directory)}", unit="param", disable=not progress
+  ):
     entries = sorted(entries_of[path], key=lambda e: -1 if e.layer is None else e.layer)
     np_dtype = np.dtype(target.dtype)
 
@@ -164,8 +179,9 @@ def load_hf_params(checkpoint: safetensors_io.SafetensorsCheckpoint, config, mes
         block = entry_block(entries[0], checkpoint.get_slice(stored_name[entries[0].hf_key]), index)
       else:  # stacked layers: axis 0 is the layer
         start, stop = _bounds(index[0], len(entries))
-        block = np.stack([entry_block(e, checkpoint.get_slice(stored_name[e.hf_key]), index[1:])
-                          for e in entries[start:stop]])
+        block = np.stack(
+          [entry_block(e, checkpoint.get_slice(stored_name[e.hf_key]), index[1:]) for e in entries[start:stop]]
+        )
       return block.astype(np_dtype)
 
     arrays.append(jax.make_array_from_callback(target.shape, target.sharding, read, dtype=target.dtype))
@@ -200,10 +216,12 @@ def entry_block(entry: hf.Entry, view, index) -> np.ndarray:
     if len(entry.hf_shape) != 1:
       raise ValueError(f"{entry.hf_key}: cannot map a {entry.hf_shape} tensor onto {entry.shape}")
     flat = _flat_positions(bounds, entry.shape)
-    return np.asarray(view[int(flat[0]):int(flat[-1]) + 1])[flat - flat[0]].reshape(block_shape)
+    return np.asarray(view[int(flat[0]) : int(flat[-1]) + 1])[flat - flat[0]].reshape(block_shape)
   n_out, n_in = entry.hf_shape[0], int(np.prod(entry.hf_shape[1:]))
-  split = next((k for k in range(1, len(entry.shape))
-                if np.prod(entry.shape[:k]) == n_in and np.prod(entry.shape[k:]) == n_out), None)
+  split = next(
+    (k for k in range(1, len(entry.shape)) if np.prod(entry.shape[:k]) == n_in and np.prod(entry.shape[k:]) == n_out),
+    None,
+  )
   if split is None:
     raise ValueError(f"{entry.hf_key}: our shape {entry.shape} does not split into in={n_in} x out={n_out}")
   in_flat = _flat_positions(bounds[:split], entry.shape[:split])

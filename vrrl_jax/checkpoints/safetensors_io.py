@@ -25,8 +25,17 @@ SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 NUMPY_DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
 _FLOAT_CODES = ("F64", "F32", "F16", "BF16")
-_SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+_SIZE_UNITS = {
+  "B": 1,
+  "KB": 10**3,
+  "MB": 10**6,
+  "GB": 10**9,
+  "TB": 10**12,
+  "KIB": 2**10,
+  "MIB": 2**20,
+  "GIB": 2**30,
+  "TIB": 2**40,
+}
 
 
 class CheckpointError(ValueError):
@@ -57,16 +66,17 @@ def safetensors_files(directory: str | os.PathLike) -> dict[str, str]:
         weight_map = json.load(f)["weight_map"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
       raise CheckpointError(f"{index_path}: not a safetensors index with a weight_map ({e!r})") from e
-    missing_files = sorted({name for name in weight_map.values()
-                            if not os.path.isfile(os.path.join(directory, name))})
+    missing_files = sorted({name for name in weight_map.values() if not os.path.isfile(os.path.join(directory, name))})
     if missing_files:
       raise CheckpointError(f"{index_path} lists shard files that are not in the directory: {missing_files}")
     return dict(weight_map)
   if os.path.isfile(os.path.join(directory, SINGLE_FILE)):
     return {}  # filled in by SafetensorsCheckpoint from the file's own header
   others = sorted(n for n in os.listdir(directory) if n.endswith((".safetensors", ".bin", ".pt", ".pth")))
-  raise CheckpointError(f"{directory}: neither {SINGLE_FILE} nor {INDEX_FILE}"
-                        + (f" (found {others}; only safetensors with the standard names are read)" if others else ""))
+  raise CheckpointError(
+    f"{directory}: neither {SINGLE_FILE} nor {INDEX_FILE}"
+    + (f" (found {others}; only safetensors with the standard names are read)" if others else "")
+  )
 
 
 class SafetensorsCheckpoint(Mapping):
@@ -96,8 +106,9 @@ class SafetensorsCheckpoint(Mapping):
         unlisted = sorted(set(self._file_of) - set(weight_map))
         if listed_absent or unlisted:
           raise CheckpointError(
-              f"{directory}: {INDEX_FILE} disagrees with the shard files; listed but not in their file: "
-              f"{listed_absent[:8]}; in a file but not listed: {unlisted[:8]}")
+            f"{directory}: {INDEX_FILE} disagrees with the shard files; listed but not in their file: "
+            f"{listed_absent[:8]}; in a file but not listed: {unlisted[:8]}"
+          )
     except BaseException:
       self.close()
       raise
@@ -172,8 +183,13 @@ def parse_size(size: int | str) -> int:
   return value
 
 
-def write_checkpoint(directory: str | os.PathLike, state_dict: Mapping[str, np.ndarray], hf_config: Mapping,
-                     dtype: str, max_shard_size: int | str = "5GB") -> list[str]:
+def write_checkpoint(
+  directory: str | os.PathLike,
+  state_dict: Mapping[str, np.ndarray],
+  hf_config: Mapping,
+  dtype: str,
+  max_shard_size: int | str = "5GB",
+) -> list[str]:
   """Writes config.json and the tensors (cast to `dtype`) as one file or shards with an index; returns the
   file names written. Tensors are grouped in name order, a new shard starting when one would pass the size."""
   if dtype not in NUMPY_DTYPES:
@@ -196,8 +212,11 @@ def write_checkpoint(directory: str | os.PathLike, state_dict: Mapping[str, np.n
   if current:
     shards.append(current)
 
-  names = [SINGLE_FILE] if len(shards) == 1 else [
-      f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+  names = (
+    [SINGLE_FILE]
+    if len(shards) == 1
+    else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+  )
   weight_map, total_size, total_parameters = {}, 0, 0
   for name, keys in zip(names, shards):
     tensors = {k: np.ascontiguousarray(np.asarray(state_dict[k]).astype(np_dtype)) for k in keys}
@@ -208,8 +227,10 @@ def write_checkpoint(directory: str | os.PathLike, state_dict: Mapping[str, np.n
       total_parameters += tensor.size
   written = list(names)
   if len(names) > 1:
-    index = {"metadata": {"total_parameters": total_parameters, "total_size": total_size},
-             "weight_map": dict(sorted(weight_map.items()))}
+    index = {
+      "metadata": {"total_parameters": total_parameters, "total_size": total_size},
+      "weight_map": dict(sorted(weight_map.items())),
+    }
     with open(os.path.join(directory, INDEX_FILE), "w") as f:
       json.dump(index, f, indent=2)
     written.append(INDEX_FILE)

@@ -21,64 +21,64 @@ import numpy as np
 
 @dataclasses.dataclass
 class EncodedConversation:
-    input_ids: np.ndarray  # [S] int64
-    assistant_mask: np.ndarray  # [S] int32
-    turn_index: np.ndarray  # [S] int32, -1 outside assistant turns
-    pixel_values: np.ndarray  # [patches, patch_dim] float32, images in order of appearance
-    image_grid_thw: np.ndarray  # [n_images, 3] int64
+  input_ids: np.ndarray  # [S] int64
+  assistant_mask: np.ndarray  # [S] int32
+  turn_index: np.ndarray  # [S] int32, -1 outside assistant turns
+  pixel_values: np.ndarray  # [patches, patch_dim] float32, images in order of appearance
+  image_grid_thw: np.ndarray  # [n_images, 3] int64
 
-    @property
-    def num_turns(self) -> int:
-        return int(self.turn_index.max()) + 1 if self.turn_index.size and self.turn_index.max() >= 0 else 0
+  @property
+  def num_turns(self) -> int:
+    return int(self.turn_index.max()) + 1 if self.turn_index.size and self.turn_index.max() >= 0 else 0
 
 
 def encode_conversation(processor, messages: Sequence[dict[str, Any]]) -> EncodedConversation:
-    """``messages``: HF chat messages (images inline as ``{"type": "image", "image": ...}``), starting with the
-    user/system prompt and alternating assistant / user after it; assistant contents are strings. The sequence
-    ends after the last assistant turn's ``<|im_end|>`` (or with the generation prompt when the last message is a
-    user turn)."""
-    messages = list(messages)
-    first_assistant = next((i for i, m in enumerate(messages) if m.get("role") == "assistant"), len(messages))
-    if first_assistant == 0:
-        raise ValueError("conversation must start with a user (or system) message, not an assistant turn")
-    prompt = processor.encode(messages[:first_assistant], add_generation_prompt=True)
-    ids = [prompt["input_ids"][0]]
-    roles = [np.zeros(ids[0].shape, np.int32)]
-    turns = [np.full(ids[0].shape, -1, np.int32)]
-    pixels = [prompt["pixel_values"]]
-    grids = [prompt["image_grid_thw"]]
-    im_end = processor.token_ids.im_end_id
+  """``messages``: HF chat messages (images inline as ``{"type": "image", "image": ...}``), starting with the
+  user/system prompt and alternating assistant / user after it; assistant contents are strings. The sequence
+  ends after the last assistant turn's ``<|im_end|>`` (or with the generation prompt when the last message is a
+  user turn)."""
+  messages = list(messages)
+  first_assistant = next((i for i, m in enumerate(messages) if m.get("role") == "assistant"), len(messages))
+  if first_assistant == 0:
+    raise ValueError("conversation must start with a user (or system) message, not an assistant turn")
+  prompt = processor.encode(messages[:first_assistant], add_generation_prompt=True)
+  ids = [prompt["input_ids"][0]]
+  roles = [np.zeros(ids[0].shape, np.int32)]
+  turns = [np.full(ids[0].shape, -1, np.int32)]
+  pixels = [prompt["pixel_values"]]
+  grids = [prompt["image_grid_thw"]]
+  im_end = processor.token_ids.im_end_id
 
-    turn = 0
-    i = first_assistant
-    while i < len(messages):
-        msg = messages[i]
-        if msg.get("role") != "assistant":
-            raise ValueError(f"message {i}: expected an assistant turn, got role {msg.get('role')!r}")
-        if not isinstance(msg.get("content"), str):
-            raise ValueError(f"message {i}: assistant content must be a string")
-        text = processor.encode_text(msg["content"])
-        piece = np.concatenate([text, [im_end]]).astype(np.int64)
-        ids.append(piece)
-        roles.append(np.ones(piece.shape, np.int32))
-        turns.append(np.full(piece.shape, turn, np.int32))
-        turn += 1
-        i += 1
-        users = []
-        while i < len(messages) and messages[i].get("role") != "assistant":
-            users.append(messages[i])
-            i += 1
-        if users:
-            seg = processor.encode_segment(users, prefix_ends_with="im_end", add_generation_prompt=True)
-            ids.append(seg["input_ids"])
-            roles.append(np.zeros(seg["input_ids"].shape, np.int32))
-            turns.append(np.full(seg["input_ids"].shape, -1, np.int32))
-            pixels.append(seg["pixel_values"])
-            grids.append(seg["image_grid_thw"])
-    return EncodedConversation(
-        input_ids=np.concatenate(ids).astype(np.int64),
-        assistant_mask=np.concatenate(roles),
-        turn_index=np.concatenate(turns),
-        pixel_values=np.concatenate(pixels, axis=0).astype(np.float32),
-        image_grid_thw=np.concatenate(grids, axis=0).astype(np.int64),
-    )
+  turn = 0
+  i = first_assistant
+  while i < len(messages):
+    msg = messages[i]
+    if msg.get("role") != "assistant":
+      raise ValueError(f"message {i}: expected an assistant turn, got role {msg.get('role')!r}")
+    if not isinstance(msg.get("content"), str):
+      raise ValueError(f"message {i}: assistant content must be a string")
+    text = processor.encode_text(msg["content"])
+    piece = np.concatenate([text, [im_end]]).astype(np.int64)
+    ids.append(piece)
+    roles.append(np.ones(piece.shape, np.int32))
+    turns.append(np.full(piece.shape, turn, np.int32))
+    turn += 1
+    i += 1
+    users = []
+    while i < len(messages) and messages[i].get("role") != "assistant":
+      users.append(messages[i])
+      i += 1
+    if users:
+      seg = processor.encode_segment(users, prefix_ends_with="im_end", add_generation_prompt=True)
+      ids.append(seg["input_ids"])
+      roles.append(np.zeros(seg["input_ids"].shape, np.int32))
+      turns.append(np.full(seg["input_ids"].shape, -1, np.int32))
+      pixels.append(seg["pixel_values"])
+      grids.append(seg["image_grid_thw"])
+  return EncodedConversation(
+    input_ids=np.concatenate(ids).astype(np.int64),
+    assistant_mask=np.concatenate(roles),
+    turn_index=np.concatenate(turns),
+    pixel_values=np.concatenate(pixels, axis=0).astype(np.float32),
+    image_grid_thw=np.concatenate(grids, axis=0).astype(np.int64),
+  )

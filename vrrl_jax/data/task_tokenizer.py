@@ -24,54 +24,59 @@ VOCAB_SIZE = 1024
 
 
 def task_corpus(n_maps: int = 400, seed: int = 0) -> list[str]:
-    """Documents covering every string a FrozenLake conversation contains."""
-    from vrrl_jax.envs.frozenlake import generate, protocol
-    from vrrl_jax.pretrain import tasks as pretrain_tasks
-    from vrrl_jax.sft import transcripts
+  """Documents covering every string a FrozenLake conversation contains."""
+  from vrrl_jax.envs.frozenlake import generate, protocol
+  from vrrl_jax.pretrain import tasks as pretrain_tasks
+  from vrrl_jax.sft import transcripts
 
-    docs = [
-        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n",
-        "<|im_start|>user\n", "<|im_start|>assistant\n", "<|im_end|>\n",
-    ]
-    # The fixed texts appear in every conversation; weight them like a corpus of conversations would.
-    docs += [protocol.TASK_PROMPT, protocol.FEEDBACK_TEXT, protocol.FIRST_USER_TEXT] * 50
-    rng = np.random.default_rng(seed)
-    for level in (3, 4, 5, 6, 7):
-        for spec in generate.generate_maps(level, n_maps // 5, seed + level):
-            docs.extend(transcripts.make_transcript(spec, rng).turns)
-            # Perception pretraining's answers (the map cell by cell, locations, what a drawn route does).
-            docs.extend(pretrain_tasks.make_example(task, spec, rng, "compact").answer
-                        for task in pretrain_tasks.TASKS)
-    return docs
+  docs = [
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n",
+    "<|im_start|>user\n",
+    "<|im_start|>assistant\n",
+    "<|im_end|>\n",
+  ]
+  # The fixed texts appear in every conversation; weight them like a corpus of conversations would.
+  docs += [protocol.TASK_PROMPT, protocol.FEEDBACK_TEXT, protocol.FIRST_USER_TEXT] * 50
+  rng = np.random.default_rng(seed)
+  for level in (3, 4, 5, 6, 7):
+    for spec in generate.generate_maps(level, n_maps // 5, seed + level):
+      docs.extend(transcripts.make_transcript(spec, rng).turns)
+      # Perception pretraining's answers (the map cell by cell, locations, what a drawn route does).
+      docs.extend(pretrain_tasks.make_example(task, spec, rng, "compact").answer for task in pretrain_tasks.TASKS)
+  return docs
 
 
 def load_task_tokenizer(path: str | pathlib.Path = ASSET_DIR):
-    from transformers import AutoTokenizer
+  from transformers import AutoTokenizer
 
-    path = pathlib.Path(path)
-    if not (path / "tokenizer_config.json").is_file():
-        raise FileNotFoundError(f"no tokenizer at {path}; rebuild it with python -m vrrl_jax.data.task_tokenizer")
-    return AutoTokenizer.from_pretrained(str(path))
+  path = pathlib.Path(path)
+  if not (path / "tokenizer_config.json").is_file():
+    raise FileNotFoundError(f"no tokenizer at {path}; rebuild it with python -m vrrl_jax.data.task_tokenizer")
+  return AutoTokenizer.from_pretrained(str(path))
 
 
 def main(argv: list[str] | None = None) -> None:
-    from vrrl_jax.data import tokenizer as tokenizer_lib
+  from vrrl_jax.data import tokenizer as tokenizer_lib
 
-    parser = argparse.ArgumentParser(description="build the packaged FrozenLake tokenizer")
-    parser.add_argument("--out", type=pathlib.Path, default=ASSET_DIR)
-    parser.add_argument("--vocab-size", type=int, default=VOCAB_SIZE)
-    args = parser.parse_args(argv)
-    from tokenizers import AddedToken
+  parser = argparse.ArgumentParser(description="build the packaged FrozenLake tokenizer")
+  parser.add_argument("--out", type=pathlib.Path, default=ASSET_DIR)
+  parser.add_argument("--vocab-size", type=int, default=VOCAB_SIZE)
+  args = parser.parse_args(argv)
+  from tokenizers import AddedToken
 
-    from vrrl_jax.envs.frozenlake import protocol
-    from vrrl_jax.pretrain import tasks as pretrain_tasks
+  from vrrl_jax.envs.frozenlake import protocol
+  from vrrl_jax.pretrain import tasks as pretrain_tasks
 
-    tok = tokenizer_lib.build_tokenizer(task_corpus(), vocab_size=args.vocab_size)
-    tok.add_tokens([AddedToken(text, special=False, normalized=False, single_word=False, lstrip=False, rstrip=False)
-                    for text in (protocol.TASK_PROMPT, protocol.FEEDBACK_TEXT, *pretrain_tasks.QUESTIONS.values())])
-    tok.save_pretrained(str(args.out))
-    print(f"saved a {len(tok)}-token tokenizer to {args.out}")
+  tok = tokenizer_lib.build_tokenizer(task_corpus(), vocab_size=args.vocab_size)
+  tok.add_tokens(
+    [
+      AddedToken(text, special=False, normalized=False, single_word=False, lstrip=False, rstrip=False)
+      for text in (protocol.TASK_PROMPT, protocol.FEEDBACK_TEXT, *pretrain_tasks.QUESTIONS.values())
+    ]
+  )
+  tok.save_pretrained(str(args.out))
+  print(f"saved a {len(tok)}-token tokenizer to {args.out}")
 
 
 if __name__ == "__main__":
-    main()
+  main()

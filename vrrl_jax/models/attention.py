@@ -24,10 +24,18 @@ _MASKED_LOGIT = -1e30
 _PAD_SEGMENT = jnp.iinfo(jnp.int32).min
 
 
-def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, *,
-                          query_segment_ids: jax.Array, kv_segment_ids: jax.Array,
-                          query_positions: jax.Array | None = None, kv_positions: jax.Array | None = None,
-                          impl: str = "xla", precision=None) -> jax.Array:
+def dot_product_attention(
+  query: jax.Array,
+  key: jax.Array,
+  value: jax.Array,
+  *,
+  query_segment_ids: jax.Array,
+  kv_segment_ids: jax.Array,
+  query_positions: jax.Array | None = None,
+  kv_positions: jax.Array | None = None,
+  impl: str = "xla",
+  precision=None,
+) -> jax.Array:
   """softmax(q k^T / sqrt(hd)) v over keys with the same segment id (and kv position <= query position when
   positions are given).
 
@@ -44,8 +52,17 @@ def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, *,
   return _masked_attention(query, _heads_major(key), _heads_major(value), mask, precision)
 
 
-def self_attention(query: jax.Array, key: jax.Array, value: jax.Array, segment_ids: jax.Array, *, causal: bool,
-                   block_size: int = 256, impl: str = "xla", precision=None) -> jax.Array:
+def self_attention(
+  query: jax.Array,
+  key: jax.Array,
+  value: jax.Array,
+  segment_ids: jax.Array,
+  *,
+  causal: bool,
+  block_size: int = 256,
+  impl: str = "xla",
+  precision=None,
+) -> jax.Array:
   """`dot_product_attention` of a sequence against itself (query_segment_ids = kv_segment_ids = segment_ids,
   positions = arange(S) when causal), in (query block, key block) tiles of `block_size`.
 
@@ -74,7 +91,8 @@ def self_attention(query: jax.Array, key: jax.Array, value: jax.Array, segment_i
   query_blocks = _stack_query_heads(pad_seq(query), num_kv_heads)  # [B, KV, G * S', hd], head-major per block
   query_blocks = query_blocks.reshape(batch, num_kv_heads, groups, num_blocks, block_size, head_dim)
   query_blocks = query_blocks.transpose(3, 0, 1, 2, 4, 5).reshape(
-      num_blocks, batch, num_kv_heads, groups * block_size, head_dim)
+    num_blocks, batch, num_kv_heads, groups * block_size, head_dim
+  )
 
   low, high = segments.min(axis=-1), segments.max(axis=-1)  # [B, blocks]
   needed = jnp.any((low[:, :, None] <= high[:, None, :]) & (low[:, None, :] <= high[:, :, None]), axis=0)
@@ -100,8 +118,11 @@ def self_attention(query: jax.Array, key: jax.Array, value: jax.Array, segment_i
         tile_out, tile_max, tile_sum = _attention_tile(q_block, k_block, v_block, mask, groups, precision)
         new_max = jnp.maximum(row_max, tile_max)
         old_weight, tile_weight = jnp.exp(row_max - new_max), jnp.exp(tile_max - new_max)
-        return (out * old_weight[..., None] + tile_out * tile_weight[..., None], new_max,
-                row_sum * old_weight + tile_sum * tile_weight)
+        return (
+          out * old_weight[..., None] + tile_out * tile_weight[..., None],
+          new_max,
+          row_sum * old_weight + tile_sum * tile_weight,
+        )
 
       return jax.lax.cond(needed[i, j], compute, lambda carry: carry, carry)
 
@@ -117,8 +138,11 @@ def self_attention(query: jax.Array, key: jax.Array, value: jax.Array, segment_i
 
 def _empty_tile(query):
   """The online softmax's starting state (no key seen yet): it gets weight 0 once a real key is combined in."""
-  return (jnp.zeros(query.shape, jnp.float32), jnp.full(query.shape[:-1], _MASKED_LOGIT, jnp.float32),
-          jnp.zeros(query.shape[:-1], jnp.float32))
+  return (
+    jnp.zeros(query.shape, jnp.float32),
+    jnp.full(query.shape[:-1], _MASKED_LOGIT, jnp.float32),
+    jnp.zeros(query.shape[:-1], jnp.float32),
+  )
 
 
 def _attention_tile(query, key, value, mask, groups, precision):
@@ -134,13 +158,22 @@ def _attention_tile(query, key, value, mask, groups, precision):
   row_max = jnp.max(logits, axis=-1)
   probs = jnp.exp(logits - row_max[..., None])
   row_sum = jnp.sum(probs, axis=-1)
-  out = jnp.einsum("bkqs,bksd->bkqd", probs.astype(value.dtype), value, precision=precision,
-                   preferred_element_type=jnp.float32)
+  out = jnp.einsum(
+    "bkqs,bksd->bkqd", probs.astype(value.dtype), value, precision=precision, preferred_element_type=jnp.float32
+  )
   return out, row_max, row_sum
 
 
-def local_attention(query: jax.Array, key: jax.Array, value: jax.Array, segment_ids: jax.Array, *, chunk: int,
-                    impl: str = "xla", precision=None) -> jax.Array:
+def local_attention(
+  query: jax.Array,
+  key: jax.Array,
+  value: jax.Array,
+  segment_ids: jax.Array,
+  *,
+  chunk: int,
+  impl: str = "xla",
+  precision=None,
+) -> jax.Array:
   """Bidirectional `self_attention` for queries whose segment is a run of at most `chunk` consecutive positions.
 
   The sequence is cut into chunks of `chunk`; a segment of that length starting anywhere lies within its
@@ -156,7 +189,8 @@ def local_attention(query: jax.Array, key: jax.Array, value: jax.Array, segment_
   pad_seq = lambda x, fill: jnp.pad(x, seq_padding + ((0, 0),) * (x.ndim - 2), constant_values=fill)
   chunked = lambda x: x.reshape((batch, num_chunks + 2, chunk) + x.shape[2:])
   band = lambda x: jnp.concatenate([x[:, :-2], x[:, 1:-1], x[:, 2:]], axis=2).reshape(
-      (batch * num_chunks, 3 * chunk) + x.shape[3:])
+    (batch * num_chunks, 3 * chunk) + x.shape[3:]
+  )
   key_band, value_band = band(chunked(pad_seq(key, 0))), band(chunked(pad_seq(value, 0)))
   segments = chunked(pad_seq(segment_ids, _PAD_SEGMENT))
   query_chunks = chunked(pad_seq(query, 0))[:, 1:-1].reshape(batch * num_chunks, chunk, num_heads, head_dim)
@@ -195,6 +229,7 @@ def _unstack_query_heads(out: jax.Array, num_heads: int) -> jax.Array:
 def _masked_attention(query, key, value, mask, precision):
   """query [B, Sq, H, hd]; key, value [B, KV, Sk, hd] (heads major); mask [B, Sq, Sk] -> [B, Sq, H, hd]."""
   num_heads, num_kv_heads = query.shape[2], key.shape[1]
-  out, _, row_sum = _attention_tile(_stack_query_heads(query, num_kv_heads), key, value, mask,
-                                    num_heads // num_kv_heads, precision)
+  out, _, row_sum = _attention_tile(
+    _stack_query_heads(query, num_kv_heads), key, value, mask, num_heads // num_kv_heads, precision
+  )
   return _unstack_query_heads((out / row_sum[..., None]).astype(value.dtype), num_heads)

@@ -116,8 +116,9 @@ class Qwen25VLConfig:
 
   @property
   def matmul_precision(self) -> jax.lax.Precision:
-    return {"default": jax.lax.Precision.DEFAULT, "high": jax.lax.Precision.HIGH,
-            "highest": jax.lax.Precision.HIGHEST}[self.precision]
+    return {"default": jax.lax.Precision.DEFAULT, "high": jax.lax.Precision.HIGH, "highest": jax.lax.Precision.HIGHEST}[
+      self.precision
+    ]
 
   @property
   def remat_policy_fn(self):
@@ -128,46 +129,49 @@ class Qwen25VLConfig:
     config = self
     text, vision = config.text, config.vision
     return {
-        "architectures": ["Qwen2_5_VLForConditionalGeneration"],
-        "model_type": "qwen2_5_vl",
-        "dtype": config.param_dtype,
-        "image_token_id": config.image_token_id,
-        "video_token_id": config.video_token_id,
-        "vision_start_token_id": config.vision_start_token_id,
-        "vision_end_token_id": config.vision_end_token_id,
-        "tie_word_embeddings": config.tie_word_embeddings,
-        "text_config": {
-            "model_type": "qwen2_5_vl_text",
-            "vocab_size": text.vocab_size,
-            "hidden_size": text.hidden_size,
-            "intermediate_size": text.intermediate_size,
-            "num_hidden_layers": text.num_hidden_layers,
-            "num_attention_heads": text.num_attention_heads,
-            "num_key_value_heads": text.num_key_value_heads,
-            "hidden_act": "silu",
-            "rms_norm_eps": text.rms_norm_eps,
-            "max_position_embeddings": text.max_position_embeddings,
-            "rope_parameters": {"rope_type": "default", "rope_theta": text.rope_theta,
-                                "mrope_section": list(text.mrope_section)},
-            "use_sliding_window": False,
+      "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+      "model_type": "qwen2_5_vl",
+      "dtype": config.param_dtype,
+      "image_token_id": config.image_token_id,
+      "video_token_id": config.video_token_id,
+      "vision_start_token_id": config.vision_start_token_id,
+      "vision_end_token_id": config.vision_end_token_id,
+      "tie_word_embeddings": config.tie_word_embeddings,
+      "text_config": {
+        "model_type": "qwen2_5_vl_text",
+        "vocab_size": text.vocab_size,
+        "hidden_size": text.hidden_size,
+        "intermediate_size": text.intermediate_size,
+        "num_hidden_layers": text.num_hidden_layers,
+        "num_attention_heads": text.num_attention_heads,
+        "num_key_value_heads": text.num_key_value_heads,
+        "hidden_act": "silu",
+        "rms_norm_eps": text.rms_norm_eps,
+        "max_position_embeddings": text.max_position_embeddings,
+        "rope_parameters": {
+          "rope_type": "default",
+          "rope_theta": text.rope_theta,
+          "mrope_section": list(text.mrope_section),
         },
-        "vision_config": {
-            "model_type": "qwen2_5_vl_vision",
-            "depth": vision.depth,
-            "hidden_size": vision.hidden_size,
-            "intermediate_size": vision.intermediate_size,
-            "num_heads": vision.num_heads,
-            "out_hidden_size": vision.out_hidden_size,
-            "hidden_act": "silu",
-            "in_channels": vision.in_channels,
-            "patch_size": vision.patch_size,
-            "temporal_patch_size": vision.temporal_patch_size,
-            "spatial_merge_size": vision.spatial_merge_size,
-            "window_size": vision.window_size,
-            "fullatt_block_indexes": list(vision.fullatt_block_indexes),
-            "tokens_per_second": vision.tokens_per_second,
-            "rope_parameters": {"rope_type": "axial", "rope_theta": vision.rope_theta},
-        },
+        "use_sliding_window": False,
+      },
+      "vision_config": {
+        "model_type": "qwen2_5_vl_vision",
+        "depth": vision.depth,
+        "hidden_size": vision.hidden_size,
+        "intermediate_size": vision.intermediate_size,
+        "num_heads": vision.num_heads,
+        "out_hidden_size": vision.out_hidden_size,
+        "hidden_act": "silu",
+        "in_channels": vision.in_channels,
+        "patch_size": vision.patch_size,
+        "temporal_patch_size": vision.temporal_patch_size,
+        "spatial_merge_size": vision.spatial_merge_size,
+        "window_size": vision.window_size,
+        "fullatt_block_indexes": list(vision.fullatt_block_indexes),
+        "tokens_per_second": vision.tokens_per_second,
+        "rope_parameters": {"rope_type": "axial", "rope_theta": vision.rope_theta},
+      },
     }
 
   @classmethod
@@ -186,25 +190,38 @@ def validate(config: Qwen25VLConfig) -> None:
   """Raises ValueError naming the first inconsistent field."""
   text, vision = config.text, config.vision
   check_sizes(config, _check)
-  _check(text.hidden_size % text.num_attention_heads == 0,
-         f"text hidden_size {text.hidden_size} not divisible by num_attention_heads {text.num_attention_heads}")
-  _check(text.num_attention_heads % text.num_key_value_heads == 0,
-         f"num_attention_heads {text.num_attention_heads} not divisible by num_key_value_heads "
-         f"{text.num_key_value_heads}")
+  _check(
+    text.hidden_size % text.num_attention_heads == 0,
+    f"text hidden_size {text.hidden_size} not divisible by num_attention_heads {text.num_attention_heads}",
+  )
+  _check(
+    text.num_attention_heads % text.num_key_value_heads == 0,
+    f"num_attention_heads {text.num_attention_heads} not divisible by num_key_value_heads {text.num_key_value_heads}",
+  )
   _check(text.head_dim % 2 == 0, f"text head_dim {text.head_dim} must be even")
   _check(len(text.mrope_section) == 3, f"mrope_section must have 3 entries (T, H, W), got {text.mrope_section}")
-  _check(sum(text.mrope_section) == text.head_dim // 2,
-         f"sum(mrope_section)={sum(text.mrope_section)} must equal head_dim/2={text.head_dim // 2}")
-  _check(vision.hidden_size % vision.num_heads == 0,
-         f"vision hidden_size {vision.hidden_size} not divisible by num_heads {vision.num_heads}")
+  _check(
+    sum(text.mrope_section) == text.head_dim // 2,
+    f"sum(mrope_section)={sum(text.mrope_section)} must equal head_dim/2={text.head_dim // 2}",
+  )
+  _check(
+    vision.hidden_size % vision.num_heads == 0,
+    f"vision hidden_size {vision.hidden_size} not divisible by num_heads {vision.num_heads}",
+  )
   _check(vision.head_dim % 4 == 0, f"vision head_dim {vision.head_dim} must be divisible by 4 (2D axial rotary)")
-  _check(vision.out_hidden_size == text.hidden_size,
-         f"vision out_hidden_size {vision.out_hidden_size} must equal text hidden_size {text.hidden_size}")
-  _check(vision.window_merged >= 1,
-         f"window_size {vision.window_size} is smaller than one merged token "
-         f"({vision.spatial_merge_size} x {vision.patch_size} pixels)")
-  _check(all(0 <= i < vision.depth for i in vision.fullatt_block_indexes),
-         f"fullatt_block_indexes {vision.fullatt_block_indexes} out of range for depth {vision.depth}")
+  _check(
+    vision.out_hidden_size == text.hidden_size,
+    f"vision out_hidden_size {vision.out_hidden_size} must equal text hidden_size {text.hidden_size}",
+  )
+  _check(
+    vision.window_merged >= 1,
+    f"window_size {vision.window_size} is smaller than one merged token "
+    f"({vision.spatial_merge_size} x {vision.patch_size} pixels)",
+  )
+  _check(
+    all(0 <= i < vision.depth for i in vision.fullatt_block_indexes),
+    f"fullatt_block_indexes {vision.fullatt_block_indexes} out of range for depth {vision.depth}",
+  )
   check_tokens_and_run_options(config, _check)
 
 
@@ -215,11 +232,15 @@ def check_sizes(config, check) -> None:
     for field in dataclasses.fields(sub):
       value = getattr(sub, field.name)
       if field.type == "int":
-        check(not isinstance(value, bool) and isinstance(value, int) and value >= 1,
-              f"{part} {field.name} must be a positive int, got {value!r}")
+        check(
+          not isinstance(value, bool) and isinstance(value, int) and value >= 1,
+          f"{part} {field.name} must be a positive int, got {value!r}",
+        )
       elif field.type == "float":
-        check(not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
-              f"{part} {field.name} must be a positive number, got {value!r}")
+        check(
+          not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
+          f"{part} {field.name} must be a positive number, got {value!r}",
+        )
 
 
 def check_tokens_and_run_options(config, check) -> None:
@@ -232,13 +253,19 @@ def check_tokens_and_run_options(config, check) -> None:
   check(config.dtype in DTYPES, f"dtype must be one of {sorted(DTYPES)}, got {config.dtype!r}")
   check(config.param_dtype in DTYPES, f"param_dtype must be one of {sorted(DTYPES)}, got {config.param_dtype!r}")
   check(config.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {config.precision!r}")
-  check(config.attention_impl in ATTENTION_IMPLS,
-        f"attention_impl must be one of {ATTENTION_IMPLS}, got {config.attention_impl!r}")
-  check(config.remat_policy is None or hasattr(jax.checkpoint_policies, config.remat_policy),
-        f"remat_policy {config.remat_policy!r} is not a jax.checkpoint_policies name")
-  check(config.max_frame_patches is None or (isinstance(config.max_frame_patches, int)
-                                              and config.max_frame_patches >= vision.merge_unit),
-        f"max_frame_patches must be None or an int >= {vision.merge_unit}, got {config.max_frame_patches!r}")
+  check(
+    config.attention_impl in ATTENTION_IMPLS,
+    f"attention_impl must be one of {ATTENTION_IMPLS}, got {config.attention_impl!r}",
+  )
+  check(
+    config.remat_policy is None or hasattr(jax.checkpoint_policies, config.remat_policy),
+    f"remat_policy {config.remat_policy!r} is not a jax.checkpoint_policies name",
+  )
+  check(
+    config.max_frame_patches is None
+    or (isinstance(config.max_frame_patches, int) and config.max_frame_patches >= vision.merge_unit),
+    f"max_frame_patches must be None or an int >= {vision.merge_unit}, got {config.max_frame_patches!r}",
+  )
 
 
 def _check(condition: bool, message: str) -> None:
@@ -246,9 +273,23 @@ def _check(condition: bool, message: str) -> None:
     raise ValueError(f"invalid Qwen2.5-VL config: {message}")
 
 
-_TEXT_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-              "num_key_value_heads", "rms_norm_eps", "max_position_embeddings", "hidden_act", "head_dim",
-              "rope_parameters", "rope_scaling", "rope_theta", "use_sliding_window", "tie_word_embeddings")
+_TEXT_KEYS = (
+  "vocab_size",
+  "hidden_size",
+  "intermediate_size",
+  "num_hidden_layers",
+  "num_attention_heads",
+  "num_key_value_heads",
+  "rms_norm_eps",
+  "max_position_embeddings",
+  "hidden_act",
+  "head_dim",
+  "rope_parameters",
+  "rope_scaling",
+  "rope_theta",
+  "use_sliding_window",
+  "tie_word_embeddings",
+)
 
 
 def _parse_top(raw: dict) -> dict:
@@ -262,8 +303,7 @@ def _parse_top(raw: dict) -> dict:
   else:  # Hub / transformers 4.x configs keep the text fields at the top level.
     text_raw = {k: raw[k] for k in _TEXT_KEYS if k in raw}
   tie = bool(raw.get("tie_word_embeddings", False)) or bool(text_raw.get("tie_word_embeddings", False))
-  out = dict(text=_parse_text(text_raw), vision=_parse_vision(dict(raw["vision_config"])),
-             tie_word_embeddings=tie)
+  out = dict(text=_parse_text(text_raw), vision=_parse_vision(dict(raw["vision_config"])), tie_word_embeddings=tie)
   for name in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"):
     if raw.get(name) is not None:
       out[name] = int(raw[name])
@@ -293,16 +333,16 @@ def _parse_text(raw: dict) -> TextConfig:
   theta = rope.get("rope_theta", raw.get("rope_theta", 1000000.0))
   kv_heads = raw.get("num_key_value_heads")
   return TextConfig(
-      vocab_size=int(_require(raw, "vocab_size", "text")),
-      hidden_size=hidden,
-      intermediate_size=int(_require(raw, "intermediate_size", "text")),
-      num_hidden_layers=int(_require(raw, "num_hidden_layers", "text")),
-      num_attention_heads=heads,
-      num_key_value_heads=int(heads if kv_heads is None else kv_heads),
-      rms_norm_eps=float(raw.get("rms_norm_eps", 1e-5)),
-      rope_theta=float(theta),
-      mrope_section=tuple(int(s) for s in rope.get("mrope_section", (16, 24, 24))),
-      max_position_embeddings=int(raw.get("max_position_embeddings", 32768)),
+    vocab_size=int(_require(raw, "vocab_size", "text")),
+    hidden_size=hidden,
+    intermediate_size=int(_require(raw, "intermediate_size", "text")),
+    num_hidden_layers=int(_require(raw, "num_hidden_layers", "text")),
+    num_attention_heads=heads,
+    num_key_value_heads=int(heads if kv_heads is None else kv_heads),
+    rms_norm_eps=float(raw.get("rms_norm_eps", 1e-5)),
+    rope_theta=float(theta),
+    mrope_section=tuple(int(s) for s in rope.get("mrope_section", (16, 24, 24))),
+    max_position_embeddings=int(raw.get("max_position_embeddings", 32768)),
   )
 
 
@@ -320,16 +360,25 @@ def _parse_vision(raw: dict) -> VisionConfig:
   if rope.get("rope_type", "axial") != "axial":
     raise ValueError(f"vision rope_type must be 'axial', got {rope['rope_type']!r}")
   defaults = VisionConfig.__dataclass_fields__
-  optional = {name: type(defaults[name].default)(raw[name]) for name in
-              ("patch_size", "temporal_patch_size", "spatial_merge_size", "in_channels", "window_size",
-               "tokens_per_second") if raw.get(name) is not None}
+  optional = {
+    name: type(defaults[name].default)(raw[name])
+    for name in (
+      "patch_size",
+      "temporal_patch_size",
+      "spatial_merge_size",
+      "in_channels",
+      "window_size",
+      "tokens_per_second",
+    )
+    if raw.get(name) is not None
+  }
   return VisionConfig(
-      depth=int(_require(raw, "depth", "vision")),
-      hidden_size=int(_require(raw, "hidden_size", "vision")),
-      intermediate_size=int(_require(raw, "intermediate_size", "vision")),
-      num_heads=int(_require(raw, "num_heads", "vision")),
-      out_hidden_size=int(_require(raw, "out_hidden_size", "vision")),
-      fullatt_block_indexes=tuple(int(i) for i in raw.get("fullatt_block_indexes", (7, 15, 23, 31))),
-      rope_theta=float(rope.get("rope_theta", 10000.0)),
-      **optional,
+    depth=int(_require(raw, "depth", "vision")),
+    hidden_size=int(_require(raw, "hidden_size", "vision")),
+    intermediate_size=int(_require(raw, "intermediate_size", "vision")),
+    num_heads=int(_require(raw, "num_heads", "vision")),
+    out_hidden_size=int(_require(raw, "out_hidden_size", "vision")),
+    fullatt_block_indexes=tuple(int(i) for i in raw.get("fullatt_block_indexes", (7, 15, 23, 31))),
+    rope_theta=float(rope.get("rope_theta", 10000.0)),
+    **optional,
   )

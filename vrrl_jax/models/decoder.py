@@ -53,33 +53,58 @@ class TextModel(nn.Module):
   def setup(self):
     cfg, text = self.config, self.config.text
     self.embed_tokens = self.param(
-        "embed_tokens", nn.with_logical_partitioning(KERNEL_INIT, ("vocab", "embed")),  # HF initializer_range
-        (text.vocab_size, text.hidden_size), cfg.weight_dtype)
+      "embed_tokens",
+      nn.with_logical_partitioning(KERNEL_INIT, ("vocab", "embed")),  # HF initializer_range
+      (text.vocab_size, text.hidden_size),
+      cfg.weight_dtype,
+    )
     layer_cls = self.layer
     if cfg.remat_policy is not None:
       layer_cls = nn.remat(layer_cls, policy=cfg.remat_policy_fn, prevent_cse=not cfg.scan_layers)
     if cfg.scan_layers:
-      self.layers = nn.scan(layer_cls, variable_axes={"params": 0}, split_rngs={"params": True},
-                            in_axes=(0, nn.broadcast), length=text.num_hidden_layers,
-                            metadata_params={nn.PARTITION_NAME: "layers"})(cfg)
+      self.layers = nn.scan(
+        layer_cls,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        in_axes=(0, nn.broadcast),
+        length=text.num_hidden_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+      )(cfg)
     else:
       self.layers = [layer_cls(cfg) for _ in range(text.num_hidden_layers)]
     self.norm = RMSNorm(text.rms_norm_eps, cfg.compute_dtype, cfg.weight_dtype)
     if not cfg.tie_word_embeddings:
-      self.lm_head = self.param("lm_head", nn.with_logical_partitioning(KERNEL_INIT, ("embed", "vocab")),
-                                (text.hidden_size, text.vocab_size), cfg.weight_dtype)
+      self.lm_head = self.param(
+        "lm_head",
+        nn.with_logical_partitioning(KERNEL_INIT, ("embed", "vocab")),
+        (text.hidden_size, text.vocab_size),
+        cfg.weight_dtype,
+      )
 
   def embed(self, input_ids: jax.Array) -> jax.Array:
     return self.embed_tokens[input_ids].astype(self.config.compute_dtype)
 
-  def __call__(self, embeds, positions, segment_ids, cache: KVCache | None, deep: jax.Array | None = None,
-               return_logits: bool = True):
+  def __call__(
+    self,
+    embeds,
+    positions,
+    segment_ids,
+    cache: KVCache | None,
+    deep: jax.Array | None = None,
+    return_logits: bool = True,
+  ):
     """Embeddings [B, S, D] -> (logits [B, S, V] float32, or final hidden states when not return_logits;
     updated cache)."""
     cfg, text = self.config, self.config.text
     batch, length = segment_ids.shape
-    cos, sin = rope.mrope_cos_sin(positions, text.head_dim, text.rope_theta, text.mrope_section,
-                                  cfg.compute_dtype, interleaved=self.interleaved_mrope)
+    cos, sin = rope.mrope_cos_sin(
+      positions,
+      text.head_dim,
+      text.rope_theta,
+      text.mrope_section,
+      cfg.compute_dtype,
+      interleaved=self.interleaved_mrope,
+    )
     if cache is None:
       sequence = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
       inputs = DecoderInputs(cos, sin, segment_ids, segment_ids, sequence, sequence, None)
@@ -100,8 +125,12 @@ class TextModel(nn.Module):
     x = self.norm(x)
     new_cache = None
     if cache is not None:
-      new_cache = KVCache(key=layer_kv[0], value=layer_kv[1], segment_ids=inputs.kv_segment_ids,
-                          lengths=kv_cache_lib.advanced_lengths(cache.lengths, segment_ids))
+      new_cache = KVCache(
+        key=layer_kv[0],
+        value=layer_kv[1],
+        segment_ids=inputs.kv_segment_ids,
+        lengths=kv_cache_lib.advanced_lengths(cache.lengths, segment_ids),
+      )
     if not return_logits:
       return x, new_cache
     return self.logits(x), new_cache
@@ -114,7 +143,17 @@ class TextModel(nn.Module):
     """
     cfg = self.config
     if cfg.tie_word_embeddings:
-      return jnp.einsum("...d,vd->...v", hidden, self.embed_tokens.astype(hidden.dtype),
-                        precision=cfg.matmul_precision, preferred_element_type=jnp.float32)
-    return jnp.einsum("...d,dv->...v", hidden, self.lm_head.astype(hidden.dtype), precision=cfg.matmul_precision,
-                      preferred_element_type=jnp.float32)
+      return jnp.einsum(
+        "...d,vd->...v",
+        hidden,
+        self.embed_tokens.astype(hidden.dtype),
+        precision=cfg.matmul_precision,
+        preferred_element_type=jnp.float32,
+      )
+    return jnp.einsum(
+      "...d,dv->...v",
+      hidden,
+      self.lm_head.astype(hidden.dtype),
+      precision=cfg.matmul_precision,
+      preferred_element_type=jnp.float32,
+    )

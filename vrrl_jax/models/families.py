@@ -25,8 +25,10 @@ def family(model_type: str) -> types.ModuleType:
   if not isinstance(model_type, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", model_type):
     raise ValueError(f"model_type {model_type!r} is not a model family name; known: {list(MODEL_TYPES)}")
   if model_type.endswith("_moe"):
-    raise ValueError(f"model_type {model_type!r}: mixture-of-experts variants are not supported (dense models only: "
-                     f"{list(MODEL_TYPES)})")
+    raise ValueError(
+      f"model_type {model_type!r}: mixture-of-experts variants are not supported (dense models only: "
+      f"{list(MODEL_TYPES)})"
+    )
   try:
     module = importlib.import_module(f"vrrl_jax.models.{model_type}")
   except ModuleNotFoundError as e:

@@ -26,9 +26,16 @@ class ModelOutput:
   cache: KVCache | None = None
 
 
-def prepare_inputs(config, prepare_vision_inputs, input_ids, attention_mask=None, pixel_values=None,
-                   image_grid_thw=None, mm_token_type_ids=None,
-                   patch_multiple: int = 256) -> tuple[ModelInputs, np.ndarray]:
+def prepare_inputs(
+  config,
+  prepare_vision_inputs,
+  input_ids,
+  attention_mask=None,
+  pixel_values=None,
+  image_grid_thw=None,
+  mm_token_type_ids=None,
+  patch_multiple: int = 256,
+) -> tuple[ModelInputs, np.ndarray]:
   """Host-side preparation of processor outputs for either family: M-RoPE positions (`get_rope_index`, the same for
   both families' images), and the images packed by the family's ``prepare_vision_inputs``. Returns the inputs and
   rope_deltas [B] (the next token of row b goes to position max(positions[:, b]) + 1 = n_valid + delta).
@@ -59,15 +66,23 @@ def prepare_inputs(config, prepare_vision_inputs, input_ids, attention_mask=None
     image_grid_thw = np.asarray(image_grid_thw).reshape(-1, 3)
     num_features = int(np.prod(image_grid_thw, axis=1).sum()) // config.vision.merge_unit
     if int(is_image.sum()) != num_features:
-      raise ValueError(f"image features and image tokens do not match: {int(is_image.sum())} image tokens, "
-                       f"{num_features} features from image_grid_thw")
-    vision = prepare_vision_inputs(pixel_values, image_grid_thw, config.vision, patch_multiple,
-                                   config.max_frame_patches)
+      raise ValueError(
+        f"image features and image tokens do not match: {int(is_image.sum())} image tokens, "
+        f"{num_features} features from image_grid_thw"
+      )
+    vision = prepare_vision_inputs(
+      pixel_values, image_grid_thw, config.vision, patch_multiple, config.max_frame_patches
+    )
   elif is_image.any():
     raise ValueError(f"input_ids hold {int(is_image.sum())} image tokens but no pixel_values were given")
 
-  positions, rope_deltas = rope.get_rope_index(input_ids, mm_token_type_ids, image_grid_thw, attention_mask,
-                                               config.vision.spatial_merge_size)
-  inputs = ModelInputs(input_ids=input_ids.astype(np.int32), segment_ids=attention_mask.astype(np.int32),
-                       positions=positions, vision=vision)
+  positions, rope_deltas = rope.get_rope_index(
+    input_ids, mm_token_type_ids, image_grid_thw, attention_mask, config.vision.spatial_merge_size
+  )
+  inputs = ModelInputs(
+    input_ids=input_ids.astype(np.int32),
+    segment_ids=attention_mask.astype(np.int32),
+    positions=positions,
+    vision=vision,
+  )
   return inputs, rope_deltas

@@ -29,8 +29,12 @@ class KVCache:
 
 def init_cache(num_layers: int, batch: int, max_len: int, num_kv_heads: int, head_dim: int, dtype) -> KVCache:
   shape = (num_layers, batch, max_len, num_kv_heads, head_dim)
-  return KVCache(key=jnp.zeros(shape, dtype), value=jnp.zeros(shape, dtype),
-                 segment_ids=jnp.zeros((batch, max_len), jnp.int32), lengths=jnp.zeros((batch,), jnp.int32))
+  return KVCache(
+    key=jnp.zeros(shape, dtype),
+    value=jnp.zeros(shape, dtype),
+    segment_ids=jnp.zeros((batch, max_len), jnp.int32),
+    lengths=jnp.zeros((batch,), jnp.int32),
+  )
 
 
 def chunk_slots(lengths: jax.Array, chunk_len: int) -> jax.Array:

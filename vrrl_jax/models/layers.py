@@ -29,25 +29,38 @@ class DenseGeneral(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    in_shape = x.shape[x.ndim - self.num_input_axes:]
-    kernel = self.param("kernel", nn.with_logical_partitioning(KERNEL_INIT, self.axis_names),
-                        in_shape + self.features, self.param_dtype)
+    in_shape = x.shape[x.ndim - self.num_input_axes :]
+    kernel = self.param(
+      "kernel", nn.with_logical_partitioning(KERNEL_INIT, self.axis_names), in_shape + self.features, self.param_dtype
+    )
     contract = (tuple(range(x.ndim - self.num_input_axes, x.ndim)), tuple(range(self.num_input_axes)))
-    y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype), (contract, ((), ())),
-                            precision=self.precision)
+    y = jax.lax.dot_general(
+      x.astype(self.dtype), kernel.astype(self.dtype), (contract, ((), ())), precision=self.precision
+    )
     if self.use_bias:
-      bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros,
-                                                             self.axis_names[self.num_input_axes:]),
-                        self.features, self.param_dtype)
+      bias = self.param(
+        "bias",
+        nn.with_logical_partitioning(nn.initializers.zeros, self.axis_names[self.num_input_axes :]),
+        self.features,
+        self.param_dtype,
+      )
       y = y + bias.astype(self.dtype)
     return y
 
 
-def dense(features, axis_names: Sequence[str | None], *, use_bias: bool, dtype, param_dtype, precision,
-          num_input_axes: int = 1, name: str | None = None) -> DenseGeneral:
+def dense(
+  features,
+  axis_names: Sequence[str | None],
+  *,
+  use_bias: bool,
+  dtype,
+  param_dtype,
+  precision,
+  num_input_axes: int = 1,
+  name: str | None = None,
+) -> DenseGeneral:
   features = (features,) if isinstance(features, int) else tuple(features)
-  return DenseGeneral(features, tuple(axis_names), num_input_axes, use_bias, dtype, param_dtype, precision,
-                      name=name)
+  return DenseGeneral(features, tuple(axis_names), num_input_axes, use_bias, dtype, param_dtype, precision, name=name)
 
 
 class RMSNorm(nn.Module):
@@ -60,8 +73,9 @@ class RMSNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, (self.axis_name,)),
-                       (x.shape[-1],), self.param_dtype)
+    scale = self.param(
+      "scale", nn.with_logical_partitioning(nn.initializers.ones, (self.axis_name,)), (x.shape[-1],), self.param_dtype
+    )
     x32 = x.astype(jnp.float32)
     normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.epsilon)
     return scale.astype(self.dtype) * normed.astype(self.dtype)

@@ -29,12 +29,27 @@ from vrrl_jax.models.vision import VisionInputs, VisionTower, prepare_vision_inp
 KVCache = kv_cache_lib.KVCache
 
 
-def prepare_inputs(config: Qwen25VLConfig, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None,
-                   mm_token_type_ids=None, patch_multiple: int = 256) -> tuple[ModelInputs, np.ndarray]:
+def prepare_inputs(
+  config: Qwen25VLConfig,
+  input_ids,
+  attention_mask=None,
+  pixel_values=None,
+  image_grid_thw=None,
+  mm_token_type_ids=None,
+  patch_multiple: int = 256,
+) -> tuple[ModelInputs, np.ndarray]:
   """Host-side preparation of processor outputs (`vrrl_jax.models.inputs.prepare_inputs`): M-RoPE positions,
   packed vision inputs. Returns the inputs and rope_deltas [B]."""
-  return inputs_lib.prepare_inputs(config, prepare_vision_inputs, input_ids, attention_mask, pixel_values,
-                                   image_grid_thw, mm_token_type_ids, patch_multiple)
+  return inputs_lib.prepare_inputs(
+    config,
+    prepare_vision_inputs,
+    input_ids,
+    attention_mask,
+    pixel_values,
+    image_grid_thw,
+    mm_token_type_ids,
+    patch_multiple,
+  )
 
 
 class Attention(nn.Module):
@@ -59,15 +74,30 @@ class Attention(nn.Module):
       key, value = cache_key[layer_index], cache_value[layer_index]
       layer_kv = (cache_key, cache_value)
     if inputs.write_slots is None:  # no cache: the sequence against itself, positions = arange
-      out = attention_lib.self_attention(query, key, value, inputs.query_segment_ids, causal=True,
-                                         impl=cfg.attention_impl, precision=cfg.matmul_precision)
+      out = attention_lib.self_attention(
+        query,
+        key,
+        value,
+        inputs.query_segment_ids,
+        causal=True,
+        impl=cfg.attention_impl,
+        precision=cfg.matmul_precision,
+      )
     else:
       out = attention_lib.dot_product_attention(
-          query, key, value, query_segment_ids=inputs.query_segment_ids, kv_segment_ids=inputs.kv_segment_ids,
-          query_positions=inputs.query_positions, kv_positions=inputs.kv_positions, impl=cfg.attention_impl,
-          precision=cfg.matmul_precision)
-    out = dense(text.hidden_size, ("q_heads", "head_dim", "embed"), num_input_axes=2, use_bias=False, name="o_proj",
-                **kw)(out)
+        query,
+        key,
+        value,
+        query_segment_ids=inputs.query_segment_ids,
+        kv_segment_ids=inputs.kv_segment_ids,
+        query_positions=inputs.query_positions,
+        kv_positions=inputs.kv_positions,
+        impl=cfg.attention_impl,
+        precision=cfg.matmul_precision,
+      )
+    out = dense(
+      text.hidden_size, ("q_heads", "head_dim", "embed"), num_input_axes=2, use_bias=False, name="o_proj", **kw
+    )(out)
     return out, layer_kv
 
 
@@ -84,8 +114,17 @@ class DecoderLayer(nn.Module):
     norm = lambda name: RMSNorm(text.rms_norm_eps, cfg.compute_dtype, cfg.weight_dtype, name=name)
     attn_out, layer_kv = Attention(cfg, name="self_attn")(norm("input_layernorm")(x), inputs, layer_kv, layer_index)
     x = x + attn_out
-    mlp = GatedMlp(text.hidden_size, text.intermediate_size, use_bias=False, embed_axis="embed", mlp_axis="mlp",
-                   dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, precision=cfg.matmul_precision, name="mlp")
+    mlp = GatedMlp(
+      text.hidden_size,
+      text.intermediate_size,
+      use_bias=False,
+      embed_axis="embed",
+      mlp_axis="mlp",
+      dtype=cfg.compute_dtype,
+      param_dtype=cfg.weight_dtype,
+      precision=cfg.matmul_precision,
+      name="mlp",
+    )
     x = x + mlp(norm("post_attention_layernorm")(x))
     x = nn.with_logical_constraint(x, ("activation_batch", "activation_length", "activation_embed"))
     return (x, layer_kv), None
@@ -98,15 +137,17 @@ class Qwen25VL(nn.Module):
     self.visual = VisionTower(self.config)
     self.language_model = TextModel(self.config, DecoderLayer)
 
-  def __call__(self, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None,
-               mm_token_type_ids=None) -> ModelOutput:
+  def __call__(
+    self, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None, mm_token_type_ids=None
+  ) -> ModelOutput:
     """Logits for the HF processor's numpy arrays (host-side preparation inside: call un-jitted)."""
     arrays = (input_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids)
     if any(isinstance(a, jax.core.Tracer) for a in arrays):
-      raise ValueError("Qwen25VL.__call__ prepares inputs on the host and cannot be traced; under jit use "
-                       "prepare_inputs(...) and method=Qwen25VL.forward")
-    inputs, _ = prepare_inputs(self.config, input_ids, attention_mask, pixel_values, image_grid_thw,
-                               mm_token_type_ids)
+      raise ValueError(
+        "Qwen25VL.__call__ prepares inputs on the host and cannot be traced; under jit use "
+        "prepare_inputs(...) and method=Qwen25VL.forward"
+      )
+    inputs, _ = prepare_inputs(self.config, input_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids)
     return self.forward(inputs)
 
   def forward(self, inputs: ModelInputs, cache: KVCache | None = None, return_logits: bool = True) -> ModelOutput:
@@ -136,8 +177,9 @@ Config = Qwen25VLConfig  # the family surface (vrrl_jax.models.families); Model 
 
 def init_cache(config: Qwen25VLConfig, batch: int, max_len: int) -> KVCache:
   text = config.text
-  return kv_cache_lib.init_cache(text.num_hidden_layers, batch, max_len, text.num_key_value_heads, text.head_dim,
-                                 config.compute_dtype)
+  return kv_cache_lib.init_cache(
+    text.num_hidden_layers, batch, max_len, text.num_key_value_heads, text.head_dim, config.compute_dtype
+  )
 
 
 Model = Qwen25VL
@@ -149,8 +191,9 @@ def _dummy_inputs(config: Qwen25VLConfig) -> ModelInputs:
   ids = np.array([[config.image_token_id, 0]])
   grid = np.array([[1, merge, merge]])
   pixels = np.zeros((merge * merge, config.vision.patch_dim), np.float32)
-  inputs, _ = prepare_inputs(config, ids, pixel_values=pixels, image_grid_thw=grid,
-                             patch_multiple=config.vision.merge_unit)
+  inputs, _ = prepare_inputs(
+    config, ids, pixel_values=pixels, image_grid_thw=grid, patch_multiple=config.vision.merge_unit
+  )
   return inputs
 
 

@@ -39,13 +39,12 @@ def mrope_axes(mrope_section, head_dim: int, interleaved: bool = False) -> np.nd
       raise ValueError(f"sum(mrope_section)={axes.shape[0]} must equal head_dim/2={head_dim // 2}")
     return axes
   axes = np.zeros((head_dim // 2,), np.int64)
-  axes[1:3 * mrope_section[1]:3] = 1
-  axes[2:3 * mrope_section[2]:3] = 2
+  axes[1 : 3 * mrope_section[1] : 3] = 1
+  axes[2 : 3 * mrope_section[2] : 3] = 2
   return axes
 
 
-def mrope_cos_sin(positions: jax.Array, head_dim: int, theta: float, mrope_section, dtype,
-                  interleaved: bool = False):
+def mrope_cos_sin(positions: jax.Array, head_dim: int, theta: float, mrope_section, dtype, interleaved: bool = False):
   """M-RoPE tables for positions [3, B, S] -> cos, sin [B, S, head_dim] in `dtype`; frequency i takes its angle
   from axis `mrope_axes(...)[i]`."""
   section_axis = mrope_axes(mrope_section, head_dim, interleaved)  # [head_dim / 2]
@@ -67,8 +66,13 @@ def vision_cos_sin(patch_positions: jax.Array, head_dim: int, theta: float):
   return jnp.cos(angles), jnp.sin(angles)
 
 
-def get_rope_index(input_ids: np.ndarray, mm_token_type_ids: np.ndarray, image_grid_thw: np.ndarray | None,
-                   attention_mask: np.ndarray | None, spatial_merge_size: int) -> tuple[np.ndarray, np.ndarray]:
+def get_rope_index(
+  input_ids: np.ndarray,
+  mm_token_type_ids: np.ndarray,
+  image_grid_thw: np.ndarray | None,
+  attention_mask: np.ndarray | None,
+  spatial_merge_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
   """M-RoPE positions [3, B, S] and rope_deltas [B] (transformers 5.x `Qwen2_5_VLModel.get_rope_index`).
 
   Per row, over the unmasked tokens only: a text run of length L takes `cur + arange(L)` on all three axes;

@@ -84,8 +84,9 @@ def window_index(image_grid_thw: np.ndarray, vision: VisionConfig) -> tuple[np.n
   return np.concatenate(order), np.concatenate(window_ids)
 
 
-def checked_vision_arrays(pixel_values, image_grid_thw, vision, patch_multiple: int,
-                          max_frame_patches: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+def checked_vision_arrays(
+  pixel_values, image_grid_thw, vision, patch_multiple: int, max_frame_patches: int | None
+) -> tuple[np.ndarray, np.ndarray, int]:
   """(pixel_values float32, image_grid_thw [n, 3] int64, patch count) after checking them against the vision config
   (either family's) and the padding multiple; a clear ValueError otherwise."""
   pixel_values = np.asarray(pixel_values, np.float32)
@@ -99,25 +100,35 @@ def checked_vision_arrays(pixel_values, image_grid_thw, vision, patch_multiple: 
     raise ValueError(f"grid h and w must be multiples of spatial_merge_size={merge}, got {grid.tolist()}")
   num_patches = int(np.prod(grid, axis=1).sum())
   if max_frame_patches is not None and np.any(grid[:, 1] * grid[:, 2] > max_frame_patches):
-    raise ValueError(f"an image frame has {int(np.max(grid[:, 1] * grid[:, 2]))} patches, more than the model's "
-                     f"max_frame_patches={max_frame_patches} (image_grid_thw {grid.tolist()}); resize the images "
-                     "(image processor max_pixels) or raise max_frame_patches")
+    raise ValueError(
+      f"an image frame has {int(np.max(grid[:, 1] * grid[:, 2]))} patches, more than the model's "
+      f"max_frame_patches={max_frame_patches} (image_grid_thw {grid.tolist()}); resize the images "
+      "(image processor max_pixels) or raise max_frame_patches"
+    )
   if pixel_values.shape != (num_patches, vision.patch_dim):
-    raise ValueError(f"pixel_values shape {pixel_values.shape} does not match image_grid_thw "
-                     f"({num_patches} patches of {vision.patch_dim} values)")
+    raise ValueError(
+      f"pixel_values shape {pixel_values.shape} does not match image_grid_thw "
+      f"({num_patches} patches of {vision.patch_dim} values)"
+    )
   return pixel_values, grid, num_patches
 
 
-def prepare_vision_inputs(pixel_values: np.ndarray, image_grid_thw: np.ndarray, vision: VisionConfig,
-                          patch_multiple: int = 256, max_frame_patches: int | None = None) -> VisionInputs:
+def prepare_vision_inputs(
+  pixel_values: np.ndarray,
+  image_grid_thw: np.ndarray,
+  vision: VisionConfig,
+  patch_multiple: int = 256,
+  max_frame_patches: int | None = None,
+) -> VisionInputs:
   """Packs the processor's `pixel_values` / `image_grid_thw` into static-shape VisionInputs.
 
   The patch count is padded up to a multiple of `patch_multiple` (itself a multiple of merge_unit), so every batch
   whose images total the same bucket reuses one compiled program. `max_frame_patches` (the model config's) is
   checked here: the banded full attention would silently drop keys of a larger frame.
   """
-  pixel_values, grid, num_patches = checked_vision_arrays(pixel_values, image_grid_thw, vision, patch_multiple,
-                                                          max_frame_patches)
+  pixel_values, grid, num_patches = checked_vision_arrays(
+    pixel_values, image_grid_thw, vision, patch_multiple, max_frame_patches
+  )
   unit, merge = vision.merge_unit, vision.spatial_merge_size
 
   token_window_order, token_window_ids = window_index(grid, vision)
@@ -131,15 +142,18 @@ def prepare_vision_inputs(pixel_values: np.ndarray, image_grid_thw: np.ndarray, 
   extra = padded - num_patches
   pad_segments = np.full((extra,), PAD_SEGMENT)
   return VisionInputs(
-      pixel_values=np.concatenate([pixel_values, np.zeros((extra, vision.patch_dim), np.float32)]),
-      patch_order=np.concatenate([patch_order, np.arange(num_patches, padded)]).astype(np.int32),
-      patch_positions=np.concatenate([merge_block_positions(grid, merge)[patch_order],
-                                      np.zeros((extra, 2), np.int64)]).astype(np.int32),
-      window_segment_ids=np.concatenate([np.repeat(token_window_ids, unit), pad_segments]).astype(np.int32),
-      frame_segment_ids=np.concatenate([np.repeat(token_frame_ids[token_window_order], unit),
-                                        pad_segments]).astype(np.int32),
-      token_order=np.concatenate([np.argsort(token_window_order),
-                                  np.arange(num_tokens, padded // unit)]).astype(np.int32),
+    pixel_values=np.concatenate([pixel_values, np.zeros((extra, vision.patch_dim), np.float32)]),
+    patch_order=np.concatenate([patch_order, np.arange(num_patches, padded)]).astype(np.int32),
+    patch_positions=np.concatenate(
+      [merge_block_positions(grid, merge)[patch_order], np.zeros((extra, 2), np.int64)]
+    ).astype(np.int32),
+    window_segment_ids=np.concatenate([np.repeat(token_window_ids, unit), pad_segments]).astype(np.int32),
+    frame_segment_ids=np.concatenate([np.repeat(token_frame_ids[token_window_order], unit), pad_segments]).astype(
+      np.int32
+    ),
+    token_order=np.concatenate([np.argsort(token_window_order), np.arange(num_tokens, padded // unit)]).astype(
+      np.int32
+    ),
   )
 
 
@@ -151,8 +165,13 @@ class VisionAttention(nn.Module):
     """`is_full_attention`: a Python bool, or a traced one under nn.scan (then both kinds are compiled)."""
     cfg, vision = self.config, self.config.vision
     kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, precision=cfg.matmul_precision)
-    qkv = dense((3, vision.num_heads, vision.head_dim), ("vision_embed", None, "vision_heads", "head_dim"),
-                use_bias=True, name="qkv", **kw)(x)  # [N, 3, H, hd]
+    qkv = dense(
+      (3, vision.num_heads, vision.head_dim),
+      ("vision_embed", None, "vision_heads", "head_dim"),
+      use_bias=True,
+      name="qkv",
+      **kw,
+    )(x)  # [N, 3, H, hd]
     # Rotary in float32, as transformers does.
     query = rope.apply_rotary(qkv[:, 0].astype(jnp.float32), cos, sin).astype(cfg.compute_dtype)[None]
     key = rope.apply_rotary(qkv[:, 1].astype(jnp.float32), cos, sin).astype(cfg.compute_dtype)[None]
@@ -161,21 +180,34 @@ class VisionAttention(nn.Module):
 
     def frame_attention():  # whole frames
       if cfg.max_frame_patches is not None:  # a frame lies within its chunk and the two beside it
-        return attention_lib.local_attention(query, key, value, frame_segment_ids[None],
-                                             chunk=round_up(cfg.max_frame_patches, vision.merge_unit), **attn_kw)
+        return attention_lib.local_attention(
+          query,
+          key,
+          value,
+          frame_segment_ids[None],
+          chunk=round_up(cfg.max_frame_patches, vision.merge_unit),
+          **attn_kw,
+        )
       return attention_lib.self_attention(query, key, value, frame_segment_ids[None], causal=False, **attn_kw)
 
     def window_attention():  # a window is at most window_patches consecutive patches
-      return attention_lib.local_attention(query, key, value, window_segment_ids[None],
-                                           chunk=window_patches(vision), **attn_kw)
+      return attention_lib.local_attention(
+        query, key, value, window_segment_ids[None], chunk=window_patches(vision), **attn_kw
+      )
 
     if isinstance(is_full_attention, bool):
       out = frame_attention() if is_full_attention else window_attention()
     else:
       out = jax.lax.cond(is_full_attention, frame_attention, window_attention)
     out = out[0]
-    return dense(vision.hidden_size, ("vision_heads", "head_dim", "vision_embed"), num_input_axes=2, use_bias=True,
-                 name="proj", **kw)(out)
+    return dense(
+      vision.hidden_size,
+      ("vision_heads", "head_dim", "vision_embed"),
+      num_input_axes=2,
+      use_bias=True,
+      name="proj",
+      **kw,
+    )(out)
 
 
 class VisionBlock(nn.Module):
@@ -188,11 +220,20 @@ class VisionBlock(nn.Module):
     cfg, vision = self.config, self.config.vision
     cos, sin, window_segment_ids, frame_segment_ids = block_inputs
     norm = lambda name: RMSNorm(1e-6, cfg.compute_dtype, cfg.weight_dtype, name=name)
-    x = x + VisionAttention(cfg, name="attn")(norm("norm1")(x), is_full_attention, window_segment_ids,
-                                              frame_segment_ids, cos, sin)
-    mlp = GatedMlp(vision.hidden_size, vision.intermediate_size, use_bias=True, embed_axis="vision_embed",
-                   mlp_axis="vision_mlp", dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
-                   precision=cfg.matmul_precision, name="mlp")
+    x = x + VisionAttention(cfg, name="attn")(
+      norm("norm1")(x), is_full_attention, window_segment_ids, frame_segment_ids, cos, sin
+    )
+    mlp = GatedMlp(
+      vision.hidden_size,
+      vision.intermediate_size,
+      use_bias=True,
+      embed_axis="vision_embed",
+      mlp_axis="vision_mlp",
+      dtype=cfg.compute_dtype,
+      param_dtype=cfg.weight_dtype,
+      precision=cfg.matmul_precision,
+      name="mlp",
+    )
     return x + mlp(norm("norm2")(x)), None
 
 
@@ -220,8 +261,15 @@ class VisionTower(nn.Module):
     """Merged-token features [M, out_hidden] in raster order (rows past the real tokens are padding)."""
     cfg, vision = self.config, self.config.vision
     pixels = inputs.pixel_values.astype(cfg.compute_dtype)[inputs.patch_order]
-    x = dense(vision.hidden_size, ("vision_patch", "vision_embed"), use_bias=False, dtype=cfg.compute_dtype,
-              param_dtype=cfg.weight_dtype, precision=cfg.matmul_precision, name="patch_embed")(pixels)
+    x = dense(
+      vision.hidden_size,
+      ("vision_patch", "vision_embed"),
+      use_bias=False,
+      dtype=cfg.compute_dtype,
+      param_dtype=cfg.weight_dtype,
+      precision=cfg.matmul_precision,
+      name="patch_embed",
+    )(pixels)
     cos, sin = rope.vision_cos_sin(inputs.patch_positions, vision.head_dim, vision.rope_theta)
     block_inputs = (cos, sin, inputs.window_segment_ids, inputs.frame_segment_ids)
     full_flags = np.array([i in vision.fullatt_block_indexes for i in range(vision.depth)])
@@ -229,9 +277,14 @@ class VisionTower(nn.Module):
     if cfg.remat_policy is not None:
       block_cls = nn.remat(block_cls, policy=cfg.remat_policy_fn, prevent_cse=not cfg.scan_layers)
     if cfg.scan_layers:
-      blocks = nn.scan(block_cls, variable_axes={"params": 0}, split_rngs={"params": True},
-                       in_axes=(0, nn.broadcast), length=vision.depth,
-                       metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="blocks")
+      blocks = nn.scan(
+        block_cls,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        in_axes=(0, nn.broadcast),
+        length=vision.depth,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+      )(cfg, name="blocks")
       x, _ = blocks(x, jnp.asarray(full_flags), block_inputs)
     else:
       for i in range(vision.depth):

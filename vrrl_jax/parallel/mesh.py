@@ -74,7 +74,8 @@ def cache_shardings(mesh: Mesh, rules=rules_lib.DEFAULT_RULES) -> KVCache:
   """Shardings of a KVCache: batch over the batch axes, kv heads over tensor."""
   _check_rules(mesh, rules)
   kv = nn.logical_to_mesh_sharding(
-      PartitionSpec(None, "cache_batch", "cache_length", "cache_kv_heads", "cache_head_dim"), mesh, rules)
+    PartitionSpec(None, "cache_batch", "cache_length", "cache_kv_heads", "cache_head_dim"), mesh, rules
+  )
   rows = nn.logical_to_mesh_sharding(PartitionSpec("cache_batch", "cache_length"), mesh, rules)
   lengths = nn.logical_to_mesh_sharding(PartitionSpec("cache_batch"), mesh, rules)
   return KVCache(key=kv, value=kv, segment_ids=rows, lengths=lengths)

@@ -10,30 +10,30 @@ BATCH = ("data", "fsdp")
 
 # Training and log-prob computation: parameters split over fsdp (embed dims) and tensor.
 DEFAULT_RULES = (
-    # Activations.
-    ("activation_batch", BATCH),
-    ("activation_length", None),
-    ("activation_embed", None),
-    # Decoder parameters.
-    ("vocab", "tensor"),
-    ("embed", "fsdp"),
-    ("mlp", "tensor"),
-    ("q_heads", "tensor"),
-    ("kv_heads", "tensor"),
-    ("head_dim", None),
-    ("norm", None),
-    ("layers", None),
-    # Vision tower parameters.
-    ("vision_patch", None),
-    ("vision_embed", "fsdp"),
-    ("vision_mlp", "tensor"),
-    ("vision_heads", "tensor"),
-    ("vision_merge", "fsdp"),
-    # KV cache.
-    ("cache_batch", BATCH),
-    ("cache_length", None),
-    ("cache_kv_heads", "tensor"),
-    ("cache_head_dim", None),
+  # Activations.
+  ("activation_batch", BATCH),
+  ("activation_length", None),
+  ("activation_embed", None),
+  # Decoder parameters.
+  ("vocab", "tensor"),
+  ("embed", "fsdp"),
+  ("mlp", "tensor"),
+  ("q_heads", "tensor"),
+  ("kv_heads", "tensor"),
+  ("head_dim", None),
+  ("norm", None),
+  ("layers", None),
+  # Vision tower parameters.
+  ("vision_patch", None),
+  ("vision_embed", "fsdp"),
+  ("vision_mlp", "tensor"),
+  ("vision_heads", "tensor"),
+  ("vision_merge", "fsdp"),
+  # KV cache.
+  ("cache_batch", BATCH),
+  ("cache_length", None),
+  ("cache_kv_heads", "tensor"),
+  ("cache_head_dim", None),
 )
 
 # Sampling: no per-step all-gathers of fsdp shards; parameters are split over tensor only and replicated over

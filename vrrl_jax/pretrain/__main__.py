@@ -1,6 +1,6 @@
 r"""Perception pretraining; a killed run restarted with the same command resumes from its last checkpoint.
 
-  python -m vrrl_jax.pretrain --config configs/pretrain_tiny.py --workdir runs/pretrain
+python -m vrrl_jax.pretrain --config configs/pretrain_tiny.py --workdir runs/pretrain
 """
 
 from __future__ import annotations
@@ -14,19 +14,19 @@ flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and the held-ou
 
 
 def main(argv) -> None:
-    del argv
-    from vrrl_jax import experiment, run_config
-    from vrrl_jax.pretrain import run
+  del argv
+  from vrrl_jax import experiment, run_config
+  from vrrl_jax.pretrain import run
 
-    experiment.setup_console()
-    if FLAGS.config is None or FLAGS.workdir is None:
-        raise app.UsageError("--config and --workdir are required")
-    experiment.enable_compilation_cache()
-    try:
-        run.run(FLAGS.config, FLAGS.workdir)
-    except run_config.ConfigError as e:
-        raise SystemExit(f"bad config: {e}") from None
+  experiment.setup_console()
+  if FLAGS.config is None or FLAGS.workdir is None:
+    raise app.UsageError("--config and --workdir are required")
+  experiment.enable_compilation_cache()
+  try:
+    run.run(FLAGS.config, FLAGS.workdir)
+  except run_config.ConfigError as e:
+    raise SystemExit(f"bad config: {e}") from None
 
 
 if __name__ == "__main__":
-    app.run(main)
+  app.run(main)

@@ -15,23 +15,22 @@ from vrrl_jax.checkpoints import hf, safetensors_io
 
 
 def export_hf(exp, params, out: str | os.PathLike) -> list[str]:
-    """Writes ``params`` of ``exp``'s model under ``out`` (float32); returns the files written."""
-    out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    config = exp.model_config
-    state_dict = hf.state_dict_from_params(jax.tree.map(np.asarray, jax.device_get(params)), config, layout="disk")
-    written = safetensors_io.write_checkpoint(out, state_dict, safetensors_io.hf_config_dict(config), "float32",
-                                              "5GB")
-    written += [pathlib.Path(f).name for f in exp.tokenizer.save_pretrained(str(out))]
-    (out / "preprocessor_config.json").write_text(json.dumps(exp.processor.image_config.to_hf_dict(), indent=2) + "\n")
-    return sorted(set(written + ["preprocessor_config.json"]))
+  """Writes ``params`` of ``exp``'s model under ``out`` (float32); returns the files written."""
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  config = exp.model_config
+  state_dict = hf.state_dict_from_params(jax.tree.map(np.asarray, jax.device_get(params)), config, layout="disk")
+  written = safetensors_io.write_checkpoint(out, state_dict, safetensors_io.hf_config_dict(config), "float32", "5GB")
+  written += [pathlib.Path(f).name for f in exp.tokenizer.save_pretrained(str(out))]
+  (out / "preprocessor_config.json").write_text(json.dumps(exp.processor.image_config.to_hf_dict(), indent=2) + "\n")
+  return sorted(set(written + ["preprocessor_config.json"]))
 
 
 def write_model_card(out: str | os.PathLike, config, heldout: dict[str, float], wall_seconds: float) -> pathlib.Path:
-    """``MODEL_CARD.md`` beside the weights: how the model was made (the command's config, seed, steps, wall time)
-    and its held-out accuracy per task and unit."""
-    rows = "\n".join(f"| {name.removeprefix('heldout/')} | {value:.4f} |" for name, value in sorted(heldout.items()))
-    text = f"""# Tiny VLM, perception-pretrained by vrrl_jax
+  """``MODEL_CARD.md`` beside the weights: how the model was made (the command's config, seed, steps, wall time)
+  and its held-out accuracy per task and unit."""
+  rows = "\n".join(f"| {name.removeprefix('heldout/')} | {value:.4f} |" for name, value in sorted(heldout.items()))
+  text = f"""# Tiny VLM, perception-pretrained by vrrl_jax
 
 Made by `python -m vrrl_jax.pretrain` (its full config is `pretrain_config.json` beside this file):
 seed {config.seed}, {config.pretrain.steps} steps of {config.pretrain.batch_size} examples, lr
@@ -45,7 +44,7 @@ token overlapping it is, "exact" when every answer token is):
 | --- | --- |
 {rows}
 """
-    path = pathlib.Path(out) / "MODEL_CARD.md"
-    path.write_text(text, encoding="utf-8")
-    (pathlib.Path(out) / "pretrain_config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
-    return path
+  path = pathlib.Path(out) / "MODEL_CARD.md"
+  path.write_text(text, encoding="utf-8")
+  (pathlib.Path(out) / "pretrain_config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+  return path

@@ -71,8 +71,12 @@ def check_chunk_size(chunk_size) -> None:
 
 
 def _check_temperature(temperature) -> None:
-  if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-      or not math.isfinite(temperature) or temperature <= 0:
+  if (
+    isinstance(temperature, bool)
+    or not isinstance(temperature, (int, float))
+    or not math.isfinite(temperature)
+    or temperature <= 0
+  ):
     raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
 
 
@@ -114,8 +118,9 @@ def micro_batch_rows(array, num_micro_batches: int) -> np.ndarray:
 
 
 def _check_divisible(batch: int, num_micro_batches: int) -> None:
-  if isinstance(num_micro_batches, bool) or not isinstance(num_micro_batches, (int, np.integer)) \
-      or num_micro_batches < 1:
+  if (
+    isinstance(num_micro_batches, bool) or not isinstance(num_micro_batches, (int, np.integer)) or num_micro_batches < 1
+  ):
     raise ValueError(f"num_micro_batches must be a positive integer, got {num_micro_batches!r}")
   if batch % num_micro_batches:
     raise ValueError(f"batch of {batch} rows cannot be split into {num_micro_batches} equal micro-batches")
@@ -132,18 +137,28 @@ def _images_per_row(config, input_ids: np.ndarray, image_grid_thw: np.ndarray) -
       taken += int(tokens_per_image[stop])
       stop += 1
     if taken != count:
-      raise ValueError(f"row {row} holds {count} image tokens, which image_grid_thw rows {start}.. do not add up "
-                       f"to (images are assigned to rows in order, {config.vision.merge_unit} patches per token)")
+      raise ValueError(
+        f"row {row} holds {count} image tokens, which image_grid_thw rows {start}.. do not add up "
+        f"to (images are assigned to rows in order, {config.vision.merge_unit} patches per token)"
+      )
     rows.append(range(start, stop))
     start = stop
   if start != len(tokens_per_image):
-    raise ValueError(f"image_grid_thw lists {len(tokens_per_image)} images but the rows' image tokens account for "
-                     f"{start}")
+    raise ValueError(
+      f"image_grid_thw lists {len(tokens_per_image)} images but the rows' image tokens account for {start}"
+    )
   return rows
 
 
-def prepare_micro_batches(config, input_ids, attention_mask, pixel_values=None,
-                          image_grid_thw=None, num_micro_batches: int = 1, patch_multiple: int = 256) -> ModelInputs:
+def prepare_micro_batches(
+  config,
+  input_ids,
+  attention_mask,
+  pixel_values=None,
+  image_grid_thw=None,
+  num_micro_batches: int = 1,
+  patch_multiple: int = 256,
+) -> ModelInputs:
   """Processor-style arrays of the whole batch (pixel_values of every image concatenated in row order, one
   image_grid_thw row per image) -> ModelInputs with a leading micro-batch axis.
 
@@ -152,8 +167,7 @@ def prepare_micro_batches(config, input_ids, attention_mask, pixel_values=None,
   """
   input_ids, attention_mask = np.asarray(input_ids), np.asarray(attention_mask)
   if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
-    raise ValueError(f"input_ids {input_ids.shape} and attention_mask {attention_mask.shape} must both be "
-                     "[batch, seq]")
+    raise ValueError(f"input_ids {input_ids.shape} and attention_mask {attention_mask.shape} must both be [batch, seq]")
   batch = input_ids.shape[0]
   _check_divisible(batch, num_micro_batches)
   rows_per_micro = batch // num_micro_batches
@@ -168,15 +182,19 @@ def prepare_micro_batches(config, input_ids, attention_mask, pixel_values=None,
   pixel_values = np.asarray(pixel_values)
   patches_per_image = np.prod(grids, axis=1)
   if pixel_values.ndim != 2 or pixel_values.shape[0] != patches_per_image.sum():
-    raise ValueError(f"pixel_values shape {pixel_values.shape} does not hold the {int(patches_per_image.sum())} "
-                     "patches image_grid_thw describes")
+    raise ValueError(
+      f"pixel_values shape {pixel_values.shape} does not hold the {int(patches_per_image.sum())} "
+      "patches image_grid_thw describes"
+    )
   pixel_offsets = np.concatenate([[0], np.cumsum(patches_per_image)])
   images_of_row = _images_per_row(config, input_ids, grids)
   micro_images = [range(images_of_row[rows.start].start, images_of_row[rows.stop - 1].stop) for rows in micro_rows]
   with_images = [len(images) > 0 for images in micro_images]
   if any(with_images) and not all(with_images):
-    raise ValueError(f"micro-batches {[m for m, has in enumerate(with_images) if not has]} hold no image while "
-                     "others do; static shapes need images in every micro-batch or in none")
+    raise ValueError(
+      f"micro-batches {[m for m, has in enumerate(with_images) if not has]} hold no image while "
+      "others do; static shapes need images in every micro-batch or in none"
+    )
   if not any(with_images):
     raise ValueError("image_grid_thw was given but no row holds image tokens")
   real_patches = max(int(patches_per_image[images].sum()) for images in micro_images)
@@ -184,9 +202,15 @@ def prepare_micro_batches(config, input_ids, attention_mask, pixel_values=None,
   padded_patches = round_up(real_patches, patch_multiple)
   micro_inputs = []
   for rows, images in zip(micro_rows, micro_images):
-    pixels = pixel_values[pixel_offsets[images.start]:pixel_offsets[images.stop]]
-    inputs, _ = families.prepare_inputs(config, input_ids[rows], attention_mask[rows], pixels, grids[images.start:images.stop],
-                               patch_multiple=padded_patches)
+    pixels = pixel_values[pixel_offsets[images.start] : pixel_offsets[images.stop]]
+    inputs, _ = families.prepare_inputs(
+      config,
+      input_ids[rows],
+      attention_mask[rows],
+      pixels,
+      grids[images.start : images.stop],
+      patch_multiple=padded_patches,
+    )
     micro_inputs.append(inputs)
   return jax.tree.map(lambda *xs: np.stack(xs), *micro_inputs)
 
@@ -195,8 +219,9 @@ def prepare_micro_batches(config, input_ids, attention_mask, pixel_values=None,
 # Device side.
 
 
-def token_logprobs(model: nn.Module, params, inputs: ModelInputs, targets: jax.Array, chunk_size: int = 128,
-                   temperature: float = 1.0) -> tuple[jax.Array, jax.Array]:
+def token_logprobs(
+  model: nn.Module, params, inputs: ModelInputs, targets: jax.Array, chunk_size: int = 128, temperature: float = 1.0
+) -> tuple[jax.Array, jax.Array]:
   """log p(targets[b, t] | tokens <= t) and the entropy of that next-token distribution, both [B, S] float32.
 
   Traceable (call it inside jit); ``inputs`` is one micro-batch ([B, S]). The LM head runs over chunks of
@@ -234,8 +259,9 @@ def token_logprobs(model: nn.Module, params, inputs: ModelInputs, targets: jax.A
   return unchunk(logp), unchunk(entropy)
 
 
-def micro_batch_logprobs(model: nn.Module, params, inputs: ModelInputs, targets: jax.Array, chunk_size: int = 128,
-                         temperature: float = 1.0) -> jax.Array:
+def micro_batch_logprobs(
+  model: nn.Module, params, inputs: ModelInputs, targets: jax.Array, chunk_size: int = 128, temperature: float = 1.0
+) -> jax.Array:
   """``token_logprobs`` of every micro-batch ([M, ...] inputs and targets) -> [M, b, S], one forward at a time."""
   return jax.lax.map(lambda xs: token_logprobs(model, params, *xs, chunk_size, temperature)[0], (inputs, targets))
 
@@ -264,8 +290,9 @@ def accumulate_gradients(loss_fn: Callable, params, micro_batches, param_shardin
   return jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params), aux
 
 
-def apply_gradients(state: TrainState, grads, loss: jax.Array,
-                    optimizer_config: OptimizerConfig) -> tuple[TrainState, dict[str, jax.Array]]:
+def apply_gradients(
+  state: TrainState, grads, loss: jax.Array, optimizer_config: OptimizerConfig
+) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer update, or none when the loss or the (pre-clip) global gradient norm is not finite.
 
   ``step`` always advances; a skipped update keeps params and opt_state bit for bit and bumps
@@ -283,11 +310,11 @@ def apply_gradients(state: TrainState, grads, loss: jax.Array,
   params, opt_state = jax.lax.cond(finite, update, lambda *args: args, state.params, state.opt_state)
   skipped = jnp.logical_not(finite).astype(jnp.int32)
   applied_so_far = state.step - state.skipped_updates
-  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                            skipped_updates=state.skipped_updates + skipped)
+  new_state = state.replace(
+    step=state.step + 1, params=params, opt_state=opt_state, skipped_updates=state.skipped_updates + skipped
+  )
   lr = jnp.asarray(learning_rate_schedule(optimizer_config)(applied_so_far), jnp.float32)
-  metrics = {"grad_norm": grad_norm, "lr": lr,
-             "skipped": skipped, "skipped_updates": new_state.skipped_updates}
+  metrics = {"grad_norm": grad_norm, "lr": lr, "skipped": skipped, "skipped_updates": new_state.skipped_updates}
   return new_state, metrics
 
 
@@ -301,24 +328,29 @@ def check_batch_shapes(inputs: ModelInputs, **arrays) -> tuple[int, ...]:
   return shape
 
 
-def update_step(model: nn.Module, config: StepConfig, state: TrainState, batch: RLBatch,
-                param_shardings=None) -> tuple[TrainState, dict[str, jax.Array]]:
+def update_step(
+  model: nn.Module, config: StepConfig, state: TrainState, batch: RLBatch, param_shardings=None
+) -> tuple[TrainState, dict[str, jax.Array]]:
   """One PPO update on one batch (traceable; ``make_train_step`` jits it). Metrics: ``loss_lib.finalize``'s
   (loss, pg_loss, kl_loss, clip fractions, ppo_kl, entropy_loss = mean -logp, n_tokens, ...), entropy (mean
   entropy of the next-token distribution over loss tokens) and ``apply_gradients``'s."""
-  shape = check_batch_shapes(batch.inputs, targets=batch.targets, loss_mask=batch.loss_mask,
-                               old_logp=batch.old_logp, ref_logp=batch.ref_logp)
+  shape = check_batch_shapes(
+    batch.inputs, targets=batch.targets, loss_mask=batch.loss_mask, old_logp=batch.old_logp, ref_logp=batch.ref_logp
+  )
   if tuple(batch.advantages.shape) not in (shape[:2], shape):
-    raise ValueError(f"advantages has shape {tuple(batch.advantages.shape)}, expected {shape[:2]} (per sample) "
-                     f"or {shape} (per token)")
+    raise ValueError(
+      f"advantages has shape {tuple(batch.advantages.shape)}, expected {shape[:2]} (per sample) or {shape} (per token)"
+    )
   mask = batch.loss_mask.astype(jnp.float32)
   denominator = loss_lib.loss_denominator(mask.reshape(-1, shape[-1]), config.loss)
 
   def loss_fn(params, micro: RLBatch):
-    logp, entropy = token_logprobs(model, params, micro.inputs, micro.targets, config.logprob_chunk_size,
-                                   config.temperature)
-    sums = loss_lib.loss_from_logprobs(logp, micro.old_logp, micro.ref_logp, micro.advantages, micro.loss_mask,
-                                       config.loss)
+    logp, entropy = token_logprobs(
+      model, params, micro.inputs, micro.targets, config.logprob_chunk_size, config.temperature
+    )
+    sums = loss_lib.loss_from_logprobs(
+      logp, micro.old_logp, micro.ref_logp, micro.advantages, micro.loss_mask, config.loss
+    )
     sums["entropy_sum"] = jnp.sum(jnp.where(micro.loss_mask > 0, entropy, 0.0))
     return loss_lib.scaled_loss(sums, denominator, config.loss), sums
 
@@ -337,17 +369,26 @@ def model_inputs_shardings(mesh: Mesh, rules) -> ModelInputs:
   """Shardings of micro-batched ModelInputs: rows over the batch axes, images replicated (a prefix tree: the
   vision entry covers the whole VisionInputs, or nothing when it is None)."""
   rows = mesh_lib.data_sharding(mesh, rules, ndim=2, batch_axis=1)
-  return ModelInputs(input_ids=rows, segment_ids=rows,
-                     positions=mesh_lib.data_sharding(mesh, rules, ndim=3, batch_axis=2),
-                     vision=NamedSharding(mesh, PartitionSpec()))
+  return ModelInputs(
+    input_ids=rows,
+    segment_ids=rows,
+    positions=mesh_lib.data_sharding(mesh, rules, ndim=3, batch_axis=2),
+    vision=NamedSharding(mesh, PartitionSpec()),
+  )
 
 
 def rl_batch_shardings(mesh: Mesh, rules) -> RLBatch:
   """Rows over the batch axes; the spec names the first two dims only, so per-sample [M, b] and per-token
   [M, b, S] advantages share it, and a None ref_logp is accepted."""
   rows = mesh_lib.data_sharding(mesh, rules, ndim=2, batch_axis=1)
-  return RLBatch(inputs=model_inputs_shardings(mesh, rules), targets=rows, loss_mask=rows, advantages=rows,
-                 old_logp=rows, ref_logp=rows)
+  return RLBatch(
+    inputs=model_inputs_shardings(mesh, rules),
+    targets=rows,
+    loss_mask=rows,
+    advantages=rows,
+    old_logp=rows,
+    ref_logp=rows,
+  )
 
 
 def traced_under_rules(fn: Callable, mesh: Mesh, rules) -> Callable:
@@ -362,16 +403,20 @@ def traced_under_rules(fn: Callable, mesh: Mesh, rules) -> Callable:
   return wrapped
 
 
-def make_logprob_fn(model: nn.Module, mesh: Mesh, rules, param_shardings, chunk_size: int = 128,
-                    temperature: float = 1.0):
+def make_logprob_fn(
+  model: nn.Module, mesh: Mesh, rules, param_shardings, chunk_size: int = 128, temperature: float = 1.0
+):
   """jitted ``(params, inputs [M, ...], targets [M, b, S]) -> logp [M, b, S]`` for old-policy and reference
   log-probs (no gradient); the result stays on the mesh, sharded like the batch rows."""
   check_chunk_size(chunk_size)
   _check_temperature(temperature)
   rows = mesh_lib.data_sharding(mesh, rules, ndim=2, batch_axis=1)
   fn = functools.partial(micro_batch_logprobs, model, chunk_size=chunk_size, temperature=temperature)
-  return jax.jit(traced_under_rules(lambda params, inputs, targets: fn(params, inputs, targets), mesh, rules),
-                 in_shardings=(param_shardings, model_inputs_shardings(mesh, rules), rows), out_shardings=rows)
+  return jax.jit(
+    traced_under_rules(lambda params, inputs, targets: fn(params, inputs, targets), mesh, rules),
+    in_shardings=(param_shardings, model_inputs_shardings(mesh, rules), rows),
+    out_shardings=rows,
+  )
 
 
 def make_train_step(model: nn.Module, mesh: Mesh, rules, config: StepConfig, state_shardings: TrainState):
@@ -379,9 +424,12 @@ def make_train_step(model: nn.Module, mesh: Mesh, rules, config: StepConfig, sta
   metrics are replicated float scalars. ``state_shardings``: ``train_state_shardings(...)`` or
   ``jax.tree.map(lambda x: x.sharding, state)``."""
   step = functools.partial(update_step, model, config, param_shardings=state_shardings.params)
-  return jax.jit(traced_under_rules(step, mesh, rules),
-                 in_shardings=(state_shardings, rl_batch_shardings(mesh, rules)),
-                 out_shardings=(state_shardings, NamedSharding(mesh, PartitionSpec())), donate_argnums=0)
+  return jax.jit(
+    traced_under_rules(step, mesh, rules),
+    in_shardings=(state_shardings, rl_batch_shardings(mesh, rules)),
+    out_shardings=(state_shardings, NamedSharding(mesh, PartitionSpec())),
+    donate_argnums=0,
+  )
 
 
 def as_host_metrics(metrics: dict[str, Any]) -> dict[str, float]:

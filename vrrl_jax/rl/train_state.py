@@ -55,8 +55,11 @@ class OptimizerConfig:
   def __post_init__(self):
     for name in ("learning_rate", "b1", "b2", "eps", "weight_decay", "max_grad_norm"):
       value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-          or not math.isfinite(float(value)):
+      if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not math.isfinite(float(value))
+      ):
         raise ValueError(f"OptimizerConfig.{name} must be a finite number, got {value!r}")
     if self.learning_rate < 0:
       raise ValueError(f"OptimizerConfig.learning_rate must be >= 0, got {self.learning_rate}")
@@ -64,25 +67,36 @@ class OptimizerConfig:
       if not 0.0 <= getattr(self, name) < 1.0:
         raise ValueError(f"OptimizerConfig.{name} must be in [0, 1), got {getattr(self, name)}")
     if self.eps <= 0 or self.max_grad_norm <= 0 or self.weight_decay < 0:
-      raise ValueError(f"OptimizerConfig needs eps > 0, max_grad_norm > 0, weight_decay >= 0; got eps={self.eps}, "
-                       f"max_grad_norm={self.max_grad_norm}, weight_decay={self.weight_decay}")
+      raise ValueError(
+        f"OptimizerConfig needs eps > 0, max_grad_norm > 0, weight_decay >= 0; got eps={self.eps}, "
+        f"max_grad_norm={self.max_grad_norm}, weight_decay={self.weight_decay}"
+      )
     warmup = self.warmup_steps
     if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
       raise ValueError(f"OptimizerConfig.warmup_steps must be an integer >= 0, got {warmup!r}")
     decay = self.decay_steps
     if isinstance(decay, bool) or not isinstance(decay, (int, np.integer)) or decay < 0 or 0 < decay <= warmup:
-      raise ValueError(f"OptimizerConfig.decay_steps must be 0 (no decay) or an integer > warmup_steps={warmup}, "
-                       f"got {decay!r}")
+      raise ValueError(
+        f"OptimizerConfig.decay_steps must be 0 (no decay) or an integer > warmup_steps={warmup}, got {decay!r}"
+      )
     if isinstance(self.frozen, str) or not all(isinstance(p, str) and p.strip("/") for p in self.frozen):
-      raise ValueError(f"OptimizerConfig.frozen must be a tuple of parameter path prefixes such as ('visual',), "
-                       f"got {self.frozen!r}")
+      raise ValueError(
+        f"OptimizerConfig.frozen must be a tuple of parameter path prefixes such as ('visual',), got {self.frozen!r}"
+      )
     for pair in self.lr_scale:
       ok = isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[0], str) and pair[0].strip("/")
       factor = pair[1] if ok else None
-      if not ok or isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) \
-          or factor < 0:
-        raise ValueError(f"OptimizerConfig.lr_scale must be (path prefix, factor >= 0) pairs such as "
-                         f"(('visual', 0.1),), got {self.lr_scale!r}")
+      if (
+        not ok
+        or isinstance(factor, bool)
+        or not isinstance(factor, (int, float))
+        or not math.isfinite(factor)
+        or factor < 0
+      ):
+        raise ValueError(
+          f"OptimizerConfig.lr_scale must be (path prefix, factor >= 0) pairs such as "
+          f"(('visual', 0.1),), got {self.lr_scale!r}"
+        )
 
 
 def learning_rate_schedule(config: OptimizerConfig) -> optax.Schedule:
@@ -92,12 +106,16 @@ def learning_rate_schedule(config: OptimizerConfig) -> optax.Schedule:
   if config.warmup_steps == 0:
     return optax.constant_schedule(config.learning_rate)
   return optax.join_schedules(
-      [optax.linear_schedule(0.0, config.learning_rate, config.warmup_steps),
-       optax.constant_schedule(config.learning_rate)], [config.warmup_steps])
+    [
+      optax.linear_schedule(0.0, config.learning_rate, config.warmup_steps),
+      optax.constant_schedule(config.learning_rate),
+    ],
+    [config.warmup_steps],
+  )
 
 
 def param_path(path) -> str:
-  """"visual/merger/mlp_0/kernel" for a tree_util key path."""
+  """ "visual/merger/mlp_0/kernel" for a tree_util key path."""
   return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
@@ -142,8 +160,9 @@ def check_prefixes(params, config: OptimizerConfig) -> None:
 
 
 def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
-  adamw = optax.adamw(learning_rate_schedule(config), b1=config.b1, b2=config.b2, eps=config.eps,
-                      weight_decay=config.weight_decay)
+  adamw = optax.adamw(
+    learning_rate_schedule(config), b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay
+  )
   chain = [optax.clip_by_global_norm(config.max_grad_norm), adamw]
   if config.lr_scale:
     chain.append(scale_subtrees(config.lr_scale, "optimizer.lr_scale"))
@@ -189,8 +208,14 @@ def _key_data(rng) -> jax.Array:
   return rng
 
 
-def train_state_shardings(abstract_params, param_specs, optimizer: optax.GradientTransformation, mesh: Mesh,
-                          rules=rules_lib.DEFAULT_RULES, keep_reference: bool = True) -> TrainState:
+def train_state_shardings(
+  abstract_params,
+  param_specs,
+  optimizer: optax.GradientTransformation,
+  mesh: Mesh,
+  rules=rules_lib.DEFAULT_RULES,
+  keep_reference: bool = True,
+) -> TrainState:
   """NamedShardings of every TrainState leaf: params (and reference) from their logical specs, the optimizer
   state's param-shaped trees likewise, every scalar replicated.
 
@@ -200,32 +225,60 @@ def train_state_shardings(abstract_params, param_specs, optimizer: optax.Gradien
   replicated = NamedSharding(mesh, PartitionSpec())
   abstract_opt_state = jax.eval_shape(optimizer.init, abstract_params)
   opt_sharding = optax.tree_utils.tree_map_params(
-      optimizer, lambda _, sharding: sharding, abstract_opt_state, params_sharding,
-      transform_non_params=lambda _: replicated)
-  return TrainState(step=replicated, params=params_sharding,
-                    ref_params=params_sharding if keep_reference else None, opt_state=opt_sharding,
-                    rng=replicated, skipped_updates=replicated)
+    optimizer,
+    lambda _, sharding: sharding,
+    abstract_opt_state,
+    params_sharding,
+    transform_non_params=lambda _: replicated,
+  )
+  return TrainState(
+    step=replicated,
+    params=params_sharding,
+    ref_params=params_sharding if keep_reference else None,
+    opt_state=opt_sharding,
+    rng=replicated,
+    skipped_updates=replicated,
+  )
 
 
-def abstract_train_state(abstract_params, param_specs, optimizer: optax.GradientTransformation, mesh: Mesh,
-                         rules=rules_lib.DEFAULT_RULES, keep_reference: bool = True) -> TrainState:
+def abstract_train_state(
+  abstract_params,
+  param_specs,
+  optimizer: optax.GradientTransformation,
+  mesh: Mesh,
+  rules=rules_lib.DEFAULT_RULES,
+  keep_reference: bool = True,
+) -> TrainState:
   """ShapeDtypeStructs with shardings of the state ``create_train_state`` makes (an orbax restore target)."""
   shardings = train_state_shardings(abstract_params, param_specs, optimizer, mesh, rules, keep_reference)
   shapes = jax.eval_shape(
-      lambda params: _initial_state(params, optimizer, jnp.zeros((2,), jnp.uint32), keep_reference),
-      abstract_params)
-  return jax.tree.map(lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding),
-                      shapes, shardings)
+    lambda params: _initial_state(params, optimizer, jnp.zeros((2,), jnp.uint32), keep_reference), abstract_params
+  )
+  return jax.tree.map(
+    lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding), shapes, shardings
+  )
 
 
 def _initial_state(params, optimizer, rng, keep_reference: bool) -> TrainState:
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    ref_params=jax.tree.map(jnp.copy, params) if keep_reference else None,
-                    opt_state=optimizer.init(params), rng=rng, skipped_updates=jnp.zeros((), jnp.int32))
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    ref_params=jax.tree.map(jnp.copy, params) if keep_reference else None,
+    opt_state=optimizer.init(params),
+    rng=rng,
+    skipped_updates=jnp.zeros((), jnp.int32),
+  )
 
 
-def create_train_state(params, param_specs, optimizer_config: OptimizerConfig, rng, mesh: Mesh,
-                       rules=rules_lib.DEFAULT_RULES, keep_reference: bool = True) -> TrainState:
+def create_train_state(
+  params,
+  param_specs,
+  optimizer_config: OptimizerConfig,
+  rng,
+  mesh: Mesh,
+  rules=rules_lib.DEFAULT_RULES,
+  keep_reference: bool = True,
+) -> TrainState:
   """The initial state on the mesh: params (host or device arrays) placed by their logical specs, a reference
   copy when ``keep_reference``, a zero optimizer state sharded like the params.
 
@@ -236,6 +289,9 @@ def create_train_state(params, param_specs, optimizer_config: OptimizerConfig, r
   check_prefixes(params, optimizer_config)
   params = mesh_lib.shard_params(params, param_specs, mesh, rules)
   shardings = train_state_shardings(params, param_specs, optimizer, mesh, rules, keep_reference)
-  init = jax.jit(lambda params, rng: _initial_state(params, optimizer, rng, keep_reference),
-                 in_shardings=(shardings.params, shardings.rng), out_shardings=shardings)
+  init = jax.jit(
+    lambda params, rng: _initial_state(params, optimizer, rng, keep_reference),
+    in_shardings=(shardings.params, shardings.rng),
+    out_shardings=shardings,
+  )
   return init(params, _key_data(rng))

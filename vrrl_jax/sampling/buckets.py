@@ -19,8 +19,10 @@ def geometric_bucket(n: int, minimum: int = 1, multiple: int = 1, steps_per_octa
   `multiple` (or, when no such size is near, n rounded up to `multiple`). steps_per_octave 2 gives 2^k and
   1.5 * 2^k."""
   if n < 0 or minimum < 1 or multiple < 1 or steps_per_octave < 1:
-    raise ValueError(f"bucket needs n >= 0, minimum >= 1, multiple >= 1, steps_per_octave >= 1; got n={n} "
-                     f"minimum={minimum} multiple={multiple} steps_per_octave={steps_per_octave}")
+    raise ValueError(
+      f"bucket needs n >= 0, minimum >= 1, multiple >= 1, steps_per_octave >= 1; got n={n} "
+      f"minimum={minimum} multiple={multiple} steps_per_octave={steps_per_octave}"
+    )
   target = max(n, minimum)
   size = 1
   while size <= 4 * target * multiple:
@@ -58,8 +60,15 @@ class Buckets:
   min_patches_per_row: int = 0
 
   def __post_init__(self):
-    lowest = dict(min_batch=1, min_chunk=1, min_cache=1, min_patches=1, max_cache_len=1, min_patches_per_row=0,
-                  max_prefill_patches=1)
+    lowest = dict(
+      min_batch=1,
+      min_chunk=1,
+      min_cache=1,
+      min_patches=1,
+      max_cache_len=1,
+      min_patches_per_row=0,
+      max_prefill_patches=1,
+    )
     for name, low in lowest.items():
       value = getattr(self, name)
       if name == "max_prefill_patches" and value is None:  # None: no limit
@@ -100,8 +109,7 @@ class CompileLog:
     new = full_key not in self.programs
     self.programs[full_key] = self.programs.get(full_key, 0) + 1
     if new:
-      logging.info("%s: compiling %s for bucket %s (%d programs so far)", self.name, function, key,
-                   len(self.programs))
+      logging.info("%s: compiling %s for bucket %s (%d programs so far)", self.name, function, key, len(self.programs))
     return new
 
   @property

@@ -69,9 +69,14 @@ class RolloutConfig:
     """Turns end at <|im_end|>; image/video pad tokens are never drawn (a later forward would scatter image
     features into them)."""
     ids = chat.token_ids
-    return SamplingConfig(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-                          max_new_tokens=self.max_new_tokens, stop_token_ids=(ids.im_end_id,),
-                          suppressed_token_ids=(ids.image_token_id, ids.video_token_id))
+    return SamplingConfig(
+      temperature=self.temperature,
+      top_p=self.top_p,
+      top_k=self.top_k,
+      max_new_tokens=self.max_new_tokens,
+      stop_token_ids=(ids.im_end_id,),
+      suppressed_token_ids=(ids.image_token_id, ids.video_token_id),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,9 +113,15 @@ class Trajectory:
   def buffer_episode(self, mode: str) -> prefix_buffer_lib.Episode:
     """What `PrefixBuffer.collect` needs from this sample."""
     return prefix_buffer_lib.Episode(
-        mode=mode, finish_reason=self.finish_reason, map_spec=self.spec, prompt_text=self.prompt_text,
-        assistant_texts=self.turns, feedback_texts=self.feedback_texts, map_image=self.map_image,
-        feedback_images=self.feedback_images)
+      mode=mode,
+      finish_reason=self.finish_reason,
+      map_spec=self.spec,
+      prompt_text=self.prompt_text,
+      assistant_texts=self.turns,
+      feedback_texts=self.feedback_texts,
+      map_image=self.map_image,
+      feedback_images=self.feedback_images,
+    )
 
 
 class _Sample:
@@ -146,19 +157,31 @@ class _Sample:
     tokens = np.concatenate([p[0] for p in self.pieces])
     kinds = np.concatenate([np.full(len(p[0]), p[1], np.int32) for p in self.pieces])
     turns = np.concatenate([np.full(len(p[0]), p[2] if p[1] != _ENV else -1, np.int32) for p in self.pieces])
-    log_probs = np.concatenate([np.zeros(len(p[0]), np.float32) if p[3] is None else p[3].astype(np.float32)
-                                for p in self.pieces])
+    log_probs = np.concatenate(
+      [np.zeros(len(p[0]), np.float32) if p[3] is None else p[3].astype(np.float32) for p in self.pieces]
+    )
     assistant = (kinds != _ENV).astype(np.int32)
     pixels = [p for p, _ in self.images]
     grids = [g for _, g in self.images]
     return Trajectory(
-        tokens=tokens, assistant_mask=assistant, env_mask=1 - assistant, turn_index=turns, log_probs=log_probs,
-        pixel_values=np.concatenate(pixels) if pixels else np.zeros((0, patch_dim), np.float32),
-        image_grid_thw=np.concatenate(grids) if grids else np.zeros((0, 3), np.int64),
-        turns=tuple(self.episode.turns), turn_finish_reasons=tuple(self.turn_finish_reasons),
-        finish_reason=self.finish_reason, num_prefix_turns=self.num_prefix_turns, prompt_index=self.prompt_index,
-        spec=self.episode.spec, prompt_text=self.prompt_text, map_image=self.map_image,
-        feedback_texts=tuple(self.feedback_texts), feedback_images=tuple(self.feedback_images))
+      tokens=tokens,
+      assistant_mask=assistant,
+      env_mask=1 - assistant,
+      turn_index=turns,
+      log_probs=log_probs,
+      pixel_values=np.concatenate(pixels) if pixels else np.zeros((0, patch_dim), np.float32),
+      image_grid_thw=np.concatenate(grids) if grids else np.zeros((0, 3), np.int64),
+      turns=tuple(self.episode.turns),
+      turn_finish_reasons=tuple(self.turn_finish_reasons),
+      finish_reason=self.finish_reason,
+      num_prefix_turns=self.num_prefix_turns,
+      prompt_index=self.prompt_index,
+      spec=self.episode.spec,
+      prompt_text=self.prompt_text,
+      map_image=self.map_image,
+      feedback_texts=tuple(self.feedback_texts),
+      feedback_images=tuple(self.feedback_images),
+    )
 
 
 def _user_turn(image, text: str) -> dict:
@@ -169,8 +192,14 @@ def _as_array(image) -> np.ndarray:
   return np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, np.uint8)
 
 
-def _prompt(chat: ChatProcessor, spec, prefix: prefix_buffer_lib.PrefixEntry | None, forced_opening: str | None,
-            config: RolloutConfig, prompt_index: int) -> tuple[Segment, _Sample]:
+def _prompt(
+  chat: ChatProcessor,
+  spec,
+  prefix: prefix_buffer_lib.PrefixEntry | None,
+  forced_opening: str | None,
+  config: RolloutConfig,
+  prompt_index: int,
+) -> tuple[Segment, _Sample]:
   """The prompt segment of one question and the record its samples start from (copied per sample)."""
   if prefix is None:
     episode = protocol.Episode(spec, max_turns=config.max_turns, style=config.style)
@@ -185,15 +214,19 @@ def _prompt(chat: ChatProcessor, spec, prefix: prefix_buffer_lib.PrefixEntry | N
   sample.add_segment(segment)
   if prefix is not None:
     im_end = chat.token_ids.im_end_id
-    for turn, (text, feedback, image) in enumerate(zip(prefix.assistant_texts, prefix.feedback_texts,
-                                                       prefix.feedback_images)):
+    for turn, (text, feedback, image) in enumerate(
+      zip(prefix.assistant_texts, prefix.feedback_texts, prefix.feedback_images)
+    ):
       step = episode.step(text)
       if step.done:
-        raise ValueError(f"prefixes[{prompt_index}]: replayed turn {turn} ends the episode ({step.reason}); a "
-                         f"prefix must hold route turns only, fewer than max_turns={config.max_turns}")
+        raise ValueError(
+          f"prefixes[{prompt_index}]: replayed turn {turn} ends the episode ({step.reason}); a "
+          f"prefix must hold route turns only, fewer than max_turns={config.max_turns}"
+        )
       sample.add(np.append(chat.encode_text(text), im_end), _ASSISTANT, turn)
       feedback_segment = Segment.from_encoding(
-          chat.encode_segment([_user_turn(image, feedback)], prefix_ends_with="im_end"))
+        chat.encode_segment([_user_turn(image, feedback)], prefix_ends_with="im_end")
+      )
       sample.add_segment(feedback_segment)
       sample.feedback_texts.append(feedback)
       sample.feedback_images.append(_as_array(image))
@@ -209,9 +242,12 @@ def _prompt(chat: ChatProcessor, spec, prefix: prefix_buffer_lib.PrefixEntry | N
 
 
 def _copy_sample(sample: _Sample) -> _Sample:
-  copy = _Sample(sample.prompt_index, protocol.Episode(sample.episode.spec, max_turns=sample.episode.max_turns,
-                                                       style=sample.episode.style),
-                 sample.prompt_text, sample.map_image)
+  copy = _Sample(
+    sample.prompt_index,
+    protocol.Episode(sample.episode.spec, max_turns=sample.episode.max_turns, style=sample.episode.style),
+    sample.prompt_text,
+    sample.map_image,
+  )
   for text in sample.episode.turns:
     copy.episode.step(text)
   copy.pieces = list(sample.pieces)
@@ -223,10 +259,18 @@ def _copy_sample(sample: _Sample) -> _Sample:
   return copy
 
 
-def rollout(sampler: Sampler, chat: ChatProcessor, params, specs: Sequence, n_per_prompt: int, *,
-            prefixes: Sequence[prefix_buffer_lib.PrefixEntry | None] | None = None,
-            forced_openings: Sequence[str | None] | None = None, config: RolloutConfig = RolloutConfig(),
-            rng: jax.Array) -> list[Trajectory]:
+def rollout(
+  sampler: Sampler,
+  chat: ChatProcessor,
+  params,
+  specs: Sequence,
+  n_per_prompt: int,
+  *,
+  prefixes: Sequence[prefix_buffer_lib.PrefixEntry | None] | None = None,
+  forced_openings: Sequence[str | None] | None = None,
+  config: RolloutConfig = RolloutConfig(),
+  rng: jax.Array,
+) -> list[Trajectory]:
   """Plays `n_per_prompt` episodes per prompt; returns one Trajectory per sample, prompt-major (sample s belongs
   to prompt s // n_per_prompt).
 
@@ -240,28 +284,37 @@ def rollout(sampler: Sampler, chat: ChatProcessor, params, specs: Sequence, n_pe
   prefixes = [None] * len(specs) if prefixes is None else list(prefixes)
   forced_openings = [None] * len(specs) if forced_openings is None else list(forced_openings)
   if len(prefixes) != len(specs) or len(forced_openings) != len(specs):
-    raise ValueError(f"got {len(specs)} specs, {len(prefixes)} prefixes and {len(forced_openings)} forced "
-                     "openings; give one of each per question (None where unused)")
+    raise ValueError(
+      f"got {len(specs)} specs, {len(prefixes)} prefixes and {len(forced_openings)} forced "
+      "openings; give one of each per question (None where unused)"
+    )
   for i, opening in enumerate(forced_openings):
     if opening is not None and not isinstance(opening, str):
       raise ValueError(f"forced_openings[{i}] must be a str or None, got {type(opening).__name__}")
   sampling = config.sampling(chat)
   im_end = chat.token_ids.im_end_id
 
-  prompts, templates = zip(*(_prompt(chat, spec, prefix, opening, config, i)
-                             for i, (spec, prefix, opening) in enumerate(zip(specs, prefixes, forced_openings))))
+  prompts, templates = zip(
+    *(
+      _prompt(chat, spec, prefix, opening, config, i)
+      for i, (spec, prefix, opening) in enumerate(zip(specs, prefixes, forced_openings))
+    )
+  )
   samples = [_copy_sample(templates[s // n_per_prompt]) for s in range(len(specs) * n_per_prompt)]
   budgets = []
   for s, sample in enumerate(samples):
     room = config.max_sequence_len - sample.length - _CLOSING_TOKENS
     if room < 1:
-      raise ValueError(f"question {s // n_per_prompt}: the prompt has {sample.length} tokens, no room left within "
-                       f"max_sequence_len={config.max_sequence_len}")
+      raise ValueError(
+        f"question {s // n_per_prompt}: the prompt has {sample.length} tokens, no room left within "
+        f"max_sequence_len={config.max_sequence_len}"
+      )
     budgets.append(min(config.max_new_tokens, room))
 
   rng, turn_rng = jax.random.split(rng)
-  state, turn = sampler.start(params, list(prompts), sampling, turn_rng, n_per_prompt=n_per_prompt,
-                              max_new_tokens=budgets)
+  state, turn = sampler.start(
+    params, list(prompts), sampling, turn_rng, n_per_prompt=n_per_prompt, max_new_tokens=budgets
+  )
   while True:
     continuing, segments, budgets = [], [], []
     for s, tokens, log_probs, reason in zip(turn.sample_ids, turn.tokens, turn.log_probs, turn.finish_reasons):
@@ -274,8 +327,11 @@ def rollout(sampler: Sampler, chat: ChatProcessor, params, specs: Sequence, n_pe
       step = sample.episode.step(sample.forced_opening + text)
       sample.forced_opening = ""
       if not step.done:
-        feedback = Segment.from_encoding(chat.encode_segment(
-            [_user_turn(step.feedback_image, step.feedback_text)], prefix_ends_with="im_end" if stopped else "text"))
+        feedback = Segment.from_encoding(
+          chat.encode_segment(
+            [_user_turn(step.feedback_image, step.feedback_text)], prefix_ends_with="im_end" if stopped else "text"
+          )
+        )
         room = config.max_sequence_len - sample.length - len(feedback) - _CLOSING_TOKENS
         if room >= 1:
           sample.add_segment(feedback)
@@ -307,9 +363,14 @@ def pad_trajectories(trajectories: Sequence[Trajectory], pad_token_id: int, leng
   if length < longest:
     raise ValueError(f"length {length} is shorter than the longest trajectory ({longest} tokens)")
   batch = len(trajectories)
-  out = dict(tokens=np.full((batch, length), pad_token_id, np.int32), attention_mask=np.zeros((batch, length), np.int32),
-             assistant_mask=np.zeros((batch, length), np.int32), env_mask=np.zeros((batch, length), np.int32),
-             turn_index=np.full((batch, length), -1, np.int32), log_probs=np.zeros((batch, length), np.float32))
+  out = dict(
+    tokens=np.full((batch, length), pad_token_id, np.int32),
+    attention_mask=np.zeros((batch, length), np.int32),
+    assistant_mask=np.zeros((batch, length), np.int32),
+    env_mask=np.zeros((batch, length), np.int32),
+    turn_index=np.full((batch, length), -1, np.int32),
+    log_probs=np.zeros((batch, length), np.float32),
+  )
   for b, t in enumerate(trajectories):
     n = len(t.tokens)
     out["tokens"][b, :n] = t.tokens

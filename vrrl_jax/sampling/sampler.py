@@ -84,8 +84,10 @@ class SamplingConfig:
         raise ValueError(f"{name} must be non-negative token ids, got {ids!r}")
       object.__setattr__(self, name, tuple(int(i) for i in ids))
     if set(self.stop_token_ids) & set(self.suppressed_token_ids):
-      raise ValueError(f"tokens {sorted(set(self.stop_token_ids) & set(self.suppressed_token_ids))} are both stop "
-                       "and suppressed tokens")
+      raise ValueError(
+        f"tokens {sorted(set(self.stop_token_ids) & set(self.suppressed_token_ids))} are both stop "
+        "and suppressed tokens"
+      )
 
   @property
   def greedy(self) -> bool:
@@ -154,8 +156,9 @@ class Segment:
   def __post_init__(self):
     ids = np.asarray(self.input_ids)
     if ids.ndim != 1 or ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
-      raise ValueError(f"Segment.input_ids must be a non-empty 1-D integer array, got shape {ids.shape} "
-                       f"dtype {ids.dtype}")
+      raise ValueError(
+        f"Segment.input_ids must be a non-empty 1-D integer array, got shape {ids.shape} dtype {ids.dtype}"
+      )
     object.__setattr__(self, "input_ids", ids.astype(np.int32))
     grid = self.image_grid_thw
     if grid is not None and np.asarray(grid).size == 0:
@@ -254,8 +257,15 @@ class Sampler:
   with `parallel.mesh.shard_params(..., rules)` for the same rules.
   """
 
-  def __init__(self, config, *, pad_token_id: int = 0, mesh: Mesh | None = None,
-               rules=rules_lib.DECODE_RULES, buckets: Buckets = Buckets()):
+  def __init__(
+    self,
+    config,
+    *,
+    pad_token_id: int = 0,
+    mesh: Mesh | None = None,
+    rules=rules_lib.DECODE_RULES,
+    buckets: Buckets = Buckets(),
+  ):
     self.config = config
     self.model = families.build(config)
     self.pad_token_id = int(pad_token_id)
@@ -276,9 +286,17 @@ class Sampler:
 
   # -- public API --------------------------------------------------------------------------------------------
 
-  def start(self, params, prompts: Sequence[Segment], sampling: SamplingConfig, rng: jax.Array, *,
-            n_per_prompt: int = 1, max_new_tokens: Sequence[int] | None = None,
-            record_logits: bool = False) -> tuple[GenerationState, TurnOutput]:
+  def start(
+    self,
+    params,
+    prompts: Sequence[Segment],
+    sampling: SamplingConfig,
+    rng: jax.Array,
+    *,
+    n_per_prompt: int = 1,
+    max_new_tokens: Sequence[int] | None = None,
+    record_logits: bool = False,
+  ) -> tuple[GenerationState, TurnOutput]:
     """Prefills each prompt once, copies its cache rows to `n_per_prompt` samples and generates their first turn.
 
     Sample s is copy s % n of prompt s // n. `max_new_tokens` (one per sample) can lower the per-turn budget of
@@ -299,20 +317,44 @@ class Sampler:
       self.compile_log.record("init", (prompt_batch, max_len))
       cache = self._init_fn(prompt_batch, max_len)()
       cache, logits, next_positions = self._append_segments(
-          params, cache, _padded(prompts, prompt_batch), np.zeros(prompt_batch, np.int64))
+        params, cache, _padded(prompts, prompt_batch), np.zeros(prompt_batch, np.int64)
+      )
       if n_per_prompt > 1 or batch != prompt_batch:
         rows = _padded(np.arange(num_samples) // n_per_prompt, batch, -1)
-        cache, logits = self._call("select_rows", (prompt_batch, batch, max_len, max_len, True),
-                                   self._select_fn(max_len, donate=batch == prompt_batch), cache, logits,
-                                   self._put_rows(rows.astype(np.int32)))
+        cache, logits = self._call(
+          "select_rows",
+          (prompt_batch, batch, max_len, max_len, True),
+          self._select_fn(max_len, donate=batch == prompt_batch),
+          cache,
+          logits,
+          self._put_rows(rows.astype(np.int32)),
+        )
         next_positions = next_positions[np.maximum(rows, 0)]
-      return self._decode_turn(params, cache, logits, _padded(np.arange(num_samples), batch, -1),
-                               _padded(prompt_lengths, batch, 0), next_positions, _padded(budgets, batch, 0),
-                               sampling, rng, record_logits)
+      return self._decode_turn(
+        params,
+        cache,
+        logits,
+        _padded(np.arange(num_samples), batch, -1),
+        _padded(prompt_lengths, batch, 0),
+        next_positions,
+        _padded(budgets, batch, 0),
+        sampling,
+        rng,
+        record_logits,
+      )
 
-  def extend(self, params, state: GenerationState, sample_ids: Sequence[int], segments: Sequence[Segment],
-             sampling: SamplingConfig, rng: jax.Array, *, max_new_tokens: Sequence[int] | None = None,
-             record_logits: bool = False) -> tuple[GenerationState, TurnOutput]:
+  def extend(
+    self,
+    params,
+    state: GenerationState,
+    sample_ids: Sequence[int],
+    segments: Sequence[Segment],
+    sampling: SamplingConfig,
+    rng: jax.Array,
+    *,
+    max_new_tokens: Sequence[int] | None = None,
+    record_logits: bool = False,
+  ) -> tuple[GenerationState, TurnOutput]:
     """Appends `segments[i]` to the cached conversation of `sample_ids[i]` and generates the next turn.
 
     The segment's tokens continue the row's cache and M-RoPE positions; images go through the vision tower.
@@ -323,8 +365,10 @@ class Sampler:
     sample_ids = np.asarray(list(sample_ids), np.int64)
     segments = list(segments)
     if len(segments) != len(sample_ids) or not len(segments):
-      raise ValueError(f"extend needs one segment per sample and at least one; got {len(sample_ids)} samples "
-                       f"and {len(segments)} segments")
+      raise ValueError(
+        f"extend needs one segment per sample and at least one; got {len(sample_ids)} samples "
+        f"and {len(segments)} segments"
+      )
     if not all(isinstance(s, Segment) for s in segments):
       raise ValueError("segments must be Segments")
     if len(set(sample_ids.tolist())) != len(sample_ids):
@@ -352,9 +396,14 @@ class Sampler:
       else:  # gather the continuing rows into a new bucket
         max_len = self.buckets.cache(needed)
         select_rows = _padded(old_rows, batch, -1).astype(np.int32)
-        cache, _ = self._call("select_rows", (old_batch, batch, old_len, max_len, False),
-                              self._select_fn(max_len, donate=(old_batch, old_len) == (batch, max_len)),
-                              state.cache, None, self._put_rows(select_rows))
+        cache, _ = self._call(
+          "select_rows",
+          (old_batch, batch, old_len, max_len, False),
+          self._select_fn(max_len, donate=(old_batch, old_len) == (batch, max_len)),
+          state.cache,
+          None,
+          self._put_rows(select_rows),
+        )
         rows = np.arange(len(sample_ids))
         row_segments = _padded(segments, batch)
         row_samples = _padded(sample_ids, batch, -1)
@@ -364,8 +413,9 @@ class Sampler:
       row_budgets = np.zeros((batch,), np.int64)
       row_budgets[rows] = budgets
       cache, logits, next_positions = self._append_segments(params, cache, row_segments, start_positions)
-      return self._decode_turn(params, cache, logits, row_samples, lengths, next_positions, row_budgets, sampling,
-                               rng, record_logits)
+      return self._decode_turn(
+        params, cache, logits, row_samples, lengths, next_positions, row_budgets, sampling, rng, record_logits
+      )
 
   # -- host-side preparation ---------------------------------------------------------------------------------
 
@@ -376,8 +426,9 @@ class Sampler:
     if budgets.shape != (num_samples,):
       raise ValueError(f"max_new_tokens needs one budget per sample ({num_samples}), got {budgets.shape}")
     if (budgets < 0).any() or (budgets > sampling.max_new_tokens).any():
-      raise ValueError(f"per-sample budgets must be in [0, sampling.max_new_tokens={sampling.max_new_tokens}], "
-                       f"got {budgets.tolist()}")
+      raise ValueError(
+        f"per-sample budgets must be in [0, sampling.max_new_tokens={sampling.max_new_tokens}], got {budgets.tolist()}"
+      )
     return budgets
 
   def _prefill_groups(self, row_segments: list[Segment | None]) -> list[list[int]]:
@@ -396,8 +447,7 @@ class Sampler:
     groups.append(current)
     return groups
 
-  def _append_segments(self, params, cache: KVCache, row_segments: list[Segment | None],
-                       start_positions: np.ndarray):
+  def _append_segments(self, params, cache: KVCache, row_segments: list[Segment | None], start_positions: np.ndarray):
     """Writes row_segments[r] into cache row r after what the row holds (None: nothing), starting at M-RoPE
     position start_positions[r]. Returns the cache, the logits [B, V] at each row's last new token and each row's
     next position [B]."""
@@ -408,21 +458,39 @@ class Sampler:
       inputs, group_next, last_index = self._chunk_inputs(row_segments, start_positions)
       next_positions[groups[0]] = group_next[groups[0]]
       key = (batch, "all rows", inputs.input_ids.shape[1], max_len, _patch_count(inputs))
-      cache, logits = self._call("append", key, self._append_fn(True), params, cache, None, None,
-                                 self._put_inputs(inputs), self._put_rows(last_index))
+      cache, logits = self._call(
+        "append",
+        key,
+        self._append_fn(True),
+        params,
+        cache,
+        None,
+        None,
+        self._put_inputs(inputs),
+        self._put_rows(last_index),
+      )
       return cache, logits, next_positions
     self.compile_log.record("fresh_logits", (batch,))
     logits = self._logits_fn(batch)()
     for group in groups:  # row subsets, gathered from and written back to the cache
       group_batch = self.buckets.batch(len(group), self.batch_multiple)
       rows = _padded(np.asarray(group), group_batch, batch)  # out of range: padding rows are dropped on write-back
-      inputs, group_next, last_index = self._chunk_inputs(_padded([row_segments[r] for r in group], group_batch),
-                                                          next_positions[np.minimum(rows, batch - 1)])
-      next_positions[group] = group_next[:len(group)]
+      inputs, group_next, last_index = self._chunk_inputs(
+        _padded([row_segments[r] for r in group], group_batch), next_positions[np.minimum(rows, batch - 1)]
+      )
+      next_positions[group] = group_next[: len(group)]
       key = (batch, group_batch, inputs.input_ids.shape[1], max_len, _patch_count(inputs))
-      cache, logits = self._call("append", key, self._append_fn(False), params, cache, logits,
-                                 self._put_rows(rows.astype(np.int32)), self._put_inputs(inputs),
-                                 self._put_rows(last_index))
+      cache, logits = self._call(
+        "append",
+        key,
+        self._append_fn(False),
+        params,
+        cache,
+        logits,
+        self._put_rows(rows.astype(np.int32)),
+        self._put_inputs(inputs),
+        self._put_rows(last_index),
+      )
     return cache, logits, next_positions
 
   def _chunk_inputs(self, row_segments: list[Segment | None], start_positions: np.ndarray):
@@ -435,8 +503,8 @@ class Sampler:
     mask = np.zeros((batch, chunk), np.int32)
     for r, segment in enumerate(row_segments):
       if segment is not None:
-        ids[r, :len(segment)] = segment.input_ids
-        mask[r, :len(segment)] = 1
+        ids[r, : len(segment)] = segment.input_ids
+        mask[r, : len(segment)] = 1
     with_images = [s for s in row_segments if s is not None and s.image_grid_thw is not None]
     pixel_values = image_grid_thw = None
     patch_multiple = self.config.vision.merge_unit
@@ -444,7 +512,9 @@ class Sampler:
       pixel_values = np.concatenate([s.pixel_values for s in with_images])
       image_grid_thw = np.concatenate([s.image_grid_thw for s in with_images])
       patch_multiple = self.buckets.patches(pixel_values.shape[0], self.config.vision.merge_unit, batch)
-    inputs, _ = families.prepare_inputs(self.config, ids, mask, pixel_values, image_grid_thw, patch_multiple=patch_multiple)
+    inputs, _ = families.prepare_inputs(
+      self.config, ids, mask, pixel_values, image_grid_thw, patch_multiple=patch_multiple
+    )
     start = np.asarray(start_positions, np.int64)
     positions = np.where(mask[None] > 0, inputs.positions + start[None, :, None], 0).astype(np.int32)
     # get_rope_index lays a segment out from 0, so its last position + 1 is how far the row's next position moves.
@@ -454,28 +524,40 @@ class Sampler:
 
   # -- device calls ------------------------------------------------------------------------------------------
 
-  def _decode_turn(self, params, cache, logits, row_samples, lengths, positions, row_budgets, sampling, rng,
-                   record_logits) -> tuple[GenerationState, TurnOutput]:
+  def _decode_turn(
+    self, params, cache, logits, row_samples, lengths, positions, row_budgets, sampling, rng, record_logits
+  ) -> tuple[GenerationState, TurnOutput]:
     """Decodes one turn for the rows with a sample and a budget; returns the new state and the turn output."""
     batch = len(row_samples)
     key = (batch, cache.max_len, sampling, record_logits)
     cache, tokens, log_probs, counts, stopped, recorded = self._call(
-        "decode", key, self._decode_fn(sampling, record_logits), params, cache, logits,
-        self._put_rows(np.asarray(positions, np.int32)), self._put_rows(np.asarray(row_budgets, np.int32)),
-        self._put_replicated(rng))
+      "decode",
+      key,
+      self._decode_fn(sampling, record_logits),
+      params,
+      cache,
+      logits,
+      self._put_rows(np.asarray(positions, np.int32)),
+      self._put_rows(np.asarray(row_budgets, np.int32)),
+      self._put_replicated(rng),
+    )
     tokens, log_probs, counts, stopped = jax.device_get((tokens, log_probs, counts, stopped))
     if record_logits:
       recorded = jax.device_get(recorded)
     rows = np.flatnonzero(row_samples >= 0)
     output = TurnOutput(
-        sample_ids=row_samples[rows].copy(),
-        tokens=[tokens[r, :counts[r]].copy() for r in rows],
-        log_probs=[log_probs[r, :counts[r]].copy() for r in rows],
-        finish_reasons=[STOP if stopped[r] else LENGTH for r in rows],
-        logits=[recorded[r, :counts[r]].copy() for r in rows] if record_logits else None)
-    state = GenerationState(cache=cache, sample_ids=np.asarray(row_samples, np.int64),
-                            lengths=np.asarray(lengths, np.int64) + counts,
-                            next_positions=np.asarray(positions, np.int64) + counts)
+      sample_ids=row_samples[rows].copy(),
+      tokens=[tokens[r, : counts[r]].copy() for r in rows],
+      log_probs=[log_probs[r, : counts[r]].copy() for r in rows],
+      finish_reasons=[STOP if stopped[r] else LENGTH for r in rows],
+      logits=[recorded[r, : counts[r]].copy() for r in rows] if record_logits else None,
+    )
+    state = GenerationState(
+      cache=cache,
+      sample_ids=np.asarray(row_samples, np.int64),
+      lengths=np.asarray(lengths, np.int64) + counts,
+      next_positions=np.asarray(positions, np.int64) + counts,
+    )
     return state, output
 
   def _call(self, name: str, key: tuple, fn, *args):
@@ -504,9 +586,12 @@ class Sampler:
     if self.mesh is None:
       return jax.tree.map(jnp.asarray, inputs)
     vision = None if inputs.vision is None else jax.device_put(inputs.vision, self._replicated)
-    return ModelInputs(input_ids=jax.device_put(inputs.input_ids, self._row_sharding[2]),
-                       segment_ids=jax.device_put(inputs.segment_ids, self._row_sharding[2]),
-                       positions=jax.device_put(inputs.positions, self._positions_sharding), vision=vision)
+    return ModelInputs(
+      input_ids=jax.device_put(inputs.input_ids, self._row_sharding[2]),
+      segment_ids=jax.device_put(inputs.segment_ids, self._row_sharding[2]),
+      positions=jax.device_put(inputs.positions, self._positions_sharding),
+      vision=vision,
+    )
 
   def _constrain_rows(self, array: jax.Array) -> jax.Array:
     if self.mesh is None:
@@ -541,15 +626,21 @@ class Sampler:
     else:
       batch = cache.key.shape[1]
       index = jnp.minimum(rows, batch - 1)
-      part = KVCache(key=jnp.take(cache.key, index, axis=1), value=jnp.take(cache.value, index, axis=1),
-                     segment_ids=jnp.take(cache.segment_ids, index, axis=0),
-                     lengths=jnp.take(cache.lengths, index, axis=0))
+      part = KVCache(
+        key=jnp.take(cache.key, index, axis=1),
+        value=jnp.take(cache.value, index, axis=1),
+        segment_ids=jnp.take(cache.segment_ids, index, axis=0),
+        lengths=jnp.take(cache.lengths, index, axis=0),
+      )
       hidden, part = self._hidden_and_cache(params, inputs, part)
-      cache = self._constrain_cache(KVCache(
+      cache = self._constrain_cache(
+        KVCache(
           key=cache.key.at[:, rows].set(part.key, mode="drop"),
           value=cache.value.at[:, rows].set(part.value, mode="drop"),
           segment_ids=cache.segment_ids.at[rows].set(part.segment_ids, mode="drop"),
-          lengths=cache.lengths.at[rows].set(part.lengths, mode="drop")))
+          lengths=cache.lengths.at[rows].set(part.lengths, mode="drop"),
+        )
+      )
     last = jnp.take_along_axis(hidden, last_index[:, None, None].astype(jnp.int32), axis=1)[:, 0]
     new_logits = self._lm_logits(params, last)
     if whole:
@@ -558,8 +649,7 @@ class Sampler:
 
   def _append_fn(self, whole: bool):
     donate = (1,) if whole else (1, 2)
-    return self._memo(("append", whole),
-                      lambda: jax.jit(functools.partial(self._append, whole), donate_argnums=donate))
+    return self._memo(("append", whole), lambda: jax.jit(functools.partial(self._append, whole), donate_argnums=donate))
 
   def _init_fn(self, batch: int, max_len: int):
     init = lambda: self._constrain_cache(families.init_cache(self.config, batch, max_len))
@@ -589,16 +679,19 @@ class Sampler:
       if logits is not None:
         logits = jnp.take(logits, index, axis=0)
       return cache, logits
+
     # Donating the old cache only helps when the new one has its shape (otherwise jax warns it was unusable).
     return self._memo(("select", max_len, donate), lambda: jax.jit(select, donate_argnums=(0,) if donate else ()))
 
   def _decode_fn(self, sampling: SamplingConfig, record_logits: bool):
-    return self._memo(("decode", sampling, record_logits),
-                      lambda: jax.jit(functools.partial(self._decode, sampling, record_logits),
-                                      donate_argnums=(1,)))
+    return self._memo(
+      ("decode", sampling, record_logits),
+      lambda: jax.jit(functools.partial(self._decode, sampling, record_logits), donate_argnums=(1,)),
+    )
 
-  def _decode(self, sampling: SamplingConfig, record_logits: bool, params, cache: KVCache, logits, positions,
-              budget, rng):
+  def _decode(
+    self, sampling: SamplingConfig, record_logits: bool, params, cache: KVCache, logits, positions, budget, rng
+  ):
     """Samples up to sampling.max_new_tokens tokens per row; every sampled token is written to the cache."""
     batch = positions.shape[0]
     steps = sampling.max_new_tokens
@@ -627,23 +720,41 @@ class Sampler:
         recorded = jax.lax.dynamic_update_slice(recorded, state.logits[:, None], (0, state.step, 0))
       # Write the sampled tokens (the last one too: a later turn continues after it) and get the next logits.
       step_inputs = ModelInputs(
-          input_ids=jnp.maximum(tokens, 0)[:, None], segment_ids=generating.astype(jnp.int32)[:, None],
-          positions=jnp.broadcast_to(state.positions[None, :, None], (3, batch, 1)))
+        input_ids=jnp.maximum(tokens, 0)[:, None],
+        segment_ids=generating.astype(jnp.int32)[:, None],
+        positions=jnp.broadcast_to(state.positions[None, :, None], (3, batch, 1)),
+      )
       hidden, cache = self._hidden_and_cache(params, step_inputs, state.cache)
       next_logits = self._lm_logits(params, hidden[:, 0])
       return _DecodeState(
-          cache=cache, logits=next_logits, positions=state.positions + generating.astype(jnp.int32),
-          generating=generating & ~hit_stop & (counts < state.budget), stopped=state.stopped | hit_stop,
-          counts=counts, budget=state.budget, tokens=token_buffer, log_probs=log_prob_buffer,
-          recorded_logits=recorded, rng=rng, step=state.step + 1)
+        cache=cache,
+        logits=next_logits,
+        positions=state.positions + generating.astype(jnp.int32),
+        generating=generating & ~hit_stop & (counts < state.budget),
+        stopped=state.stopped | hit_stop,
+        counts=counts,
+        budget=state.budget,
+        tokens=token_buffer,
+        log_probs=log_prob_buffer,
+        recorded_logits=recorded,
+        rng=rng,
+        step=state.step + 1,
+      )
 
     state = _DecodeState(
-        cache=cache, logits=logits.astype(jnp.float32), positions=positions.astype(jnp.int32),
-        generating=budget > 0, stopped=jnp.zeros((batch,), bool), counts=jnp.zeros((batch,), jnp.int32),
-        budget=budget.astype(jnp.int32), tokens=jnp.full((batch, steps), NO_TOKEN, jnp.int32),
-        log_probs=jnp.zeros((batch, steps), jnp.float32),
-        recorded_logits=jnp.zeros((batch, steps, vocab), jnp.float32) if record_logits else None,
-        rng=rng, step=jnp.zeros((), jnp.int32))
+      cache=cache,
+      logits=logits.astype(jnp.float32),
+      positions=positions.astype(jnp.int32),
+      generating=budget > 0,
+      stopped=jnp.zeros((batch,), bool),
+      counts=jnp.zeros((batch,), jnp.int32),
+      budget=budget.astype(jnp.int32),
+      tokens=jnp.full((batch, steps), NO_TOKEN, jnp.int32),
+      log_probs=jnp.zeros((batch, steps), jnp.float32),
+      recorded_logits=jnp.zeros((batch, steps, vocab), jnp.float32) if record_logits else None,
+      rng=rng,
+      step=jnp.zeros((), jnp.int32),
+    )
     state = jax.lax.while_loop(cond, body, state)
     return state.cache, state.tokens, state.log_probs, state.counts, state.stopped, state.recorded_logits
 

@@ -51,190 +51,191 @@ _MAX_DENSITY_DRAWS = 200
 _SHORT = {v: k for k, v in maps.SHORT_TO_MOVE.items()}
 
 
-
 def check_level(level: int) -> int:
-    if isinstance(level, bool) or not isinstance(level, (int, np.integer)):
-        raise ValueError(f"level must be an int in {MIN_LEVEL}..{MAX_LEVEL}, got {level!r}")
-    if not MIN_LEVEL <= level <= MAX_LEVEL:
-        raise ValueError(f"level must be in {MIN_LEVEL}..{MAX_LEVEL}, got {level}")
-    return int(level)
+  if isinstance(level, bool) or not isinstance(level, (int, np.integer)):
+    raise ValueError(f"level must be an int in {MIN_LEVEL}..{MAX_LEVEL}, got {level!r}")
+  if not MIN_LEVEL <= level <= MAX_LEVEL:
+    raise ValueError(f"level must be in {MIN_LEVEL}..{MAX_LEVEL}, got {level}")
+  return int(level)
 
 
 def check_min_path_len(level: int, min_path_len: int) -> int:
-    """At most the grid's Manhattan diameter ``2*(L-1)``, so a request is always satisfiable."""
-    if isinstance(min_path_len, bool) or not isinstance(min_path_len, (int, np.integer)):
-        raise ValueError(f"min_path_len must be an int, got {min_path_len!r}")
-    if not 1 <= min_path_len <= 2 * (level - 1):
-        raise ValueError(f"min_path_len must be in 1..{2 * (level - 1)} for level {level}, got {min_path_len}")
-    return int(min_path_len)
+  """At most the grid's Manhattan diameter ``2*(L-1)``, so a request is always satisfiable."""
+  if isinstance(min_path_len, bool) or not isinstance(min_path_len, (int, np.integer)):
+    raise ValueError(f"min_path_len must be an int, got {min_path_len!r}")
+  if not 1 <= min_path_len <= 2 * (level - 1):
+    raise ValueError(f"min_path_len must be in 1..{2 * (level - 1)} for level {level}, got {min_path_len}")
+  return int(min_path_len)
 
 
 @functools.lru_cache(maxsize=None)
 def _neighbours(level: int) -> tuple[tuple[int, ...], ...]:
-    out = []
-    for i in range(level * level):
-        r, c = divmod(i, level)
-        out.append(tuple((r + dr) * level + c + dc for dr, dc in maps.MOVES.values()
-                         if 0 <= r + dr < level and 0 <= c + dc < level))
-    return tuple(out)
+  out = []
+  for i in range(level * level):
+    r, c = divmod(i, level)
+    out.append(
+      tuple((r + dr) * level + c + dc for dr, dc in maps.MOVES.values() if 0 <= r + dr < level and 0 <= c + dc < level)
+    )
+  return tuple(out)
 
 
 def _bfs(free: list[bool], neighbours, src: int) -> dict[int, int]:
-    """Distances from ``src`` to every free cell it reaches (flat indices; holes never entered)."""
-    dist = {src: 0}
-    frontier = [src]
-    while frontier:
-        nxt = []
-        for i in frontier:
-            d = dist[i] + 1
-            for j in neighbours[i]:
-                if free[j] and j not in dist:
-                    dist[j] = d
-                    nxt.append(j)
-        frontier = nxt
-    return dist
+  """Distances from ``src`` to every free cell it reaches (flat indices; holes never entered)."""
+  dist = {src: 0}
+  frontier = [src]
+  while frontier:
+    nxt = []
+    for i in frontier:
+      d = dist[i] + 1
+      for j in neighbours[i]:
+        if free[j] and j not in dist:
+          dist[j] = d
+          nxt.append(j)
+    frontier = nxt
+  return dist
 
 
 def _pick_start_goal(rng: np.random.Generator, free: list[bool], level: int, min_path_len: int):
-    """A uniformly drawn ordered (start, goal) pair at BFS distance >= min_path_len, or None."""
-    neighbours = _neighbours(level)
-    pairs: list[tuple[int, int]] = []
-    seen = set()
-    for src in range(level * level):
-        if not free[src] or src in seen:
-            continue
-        component = _bfs(free, neighbours, src)
-        seen.update(component)
-        if len(component) < min_path_len + 1:
-            continue
-        for s in component:
-            dist = component if s == src else _bfs(free, neighbours, s)
-            pairs.extend((s, g) for g, d in dist.items() if d >= min_path_len)
-    if not pairs:
-        return None
-    return pairs[int(rng.integers(len(pairs)))]
+  """A uniformly drawn ordered (start, goal) pair at BFS distance >= min_path_len, or None."""
+  neighbours = _neighbours(level)
+  pairs: list[tuple[int, int]] = []
+  seen = set()
+  for src in range(level * level):
+    if not free[src] or src in seen:
+      continue
+    component = _bfs(free, neighbours, src)
+    seen.update(component)
+    if len(component) < min_path_len + 1:
+      continue
+    for s in component:
+      dist = component if s == src else _bfs(free, neighbours, s)
+      pairs.extend((s, g) for g, d in dist.items() if d >= min_path_len)
+  if not pairs:
+    return None
+  return pairs[int(rng.integers(len(pairs)))]
 
 
 def generate_map(
-    rng: np.random.Generator,
-    level: int,
-    *,
-    min_path_len: int = DEFAULT_MIN_PATH_LEN,
-    exclude: Iterable[str] | frozenset[str] = frozenset(),
+  rng: np.random.Generator,
+  level: int,
+  *,
+  min_path_len: int = DEFAULT_MIN_PATH_LEN,
+  exclude: Iterable[str] | frozenset[str] = frozenset(),
 ) -> maps.MapSpec:
-    """One solvable map whose layout hash is not in ``exclude``. Deterministic given ``rng``'s state."""
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    level = check_level(level)
-    min_path_len = check_min_path_len(level, min_path_len)
-    exclude = exclude if isinstance(exclude, (set, frozenset)) else frozenset(exclude)
-    n_cells = level * level
-    max_holes = n_cells - min_path_len - 1
-    for _ in range(_MAX_DENSITY_DRAWS):
-        p = rng.beta(*HOLE_DENSITY_BETA)
-        n_holes = int(np.clip(np.floor(p * n_cells + rng.random()), 1, max_holes))
-        for _ in range(_PLACEMENTS_PER_DENSITY):
-            free = [True] * n_cells
-            for i in rng.choice(n_cells, size=n_holes, replace=False):
-                free[int(i)] = False
-            pair = _pick_start_goal(rng, free, level, min_path_len)
-            if pair is None:
-                continue
-            start, goal = pair
-            flat = ["F" if f else "H" for f in free]
-            flat[start], flat[goal] = "S", "G"
-            layout = tuple("".join(flat[r * level:(r + 1) * level]) for r in range(level))
-            if maps.layout_hash(layout) in exclude:
-                continue
-            return maps.parse_spec(maps.MapSpec(layout, start, goal), require_reachable=True)
-    raise RuntimeError(
-        f"no level-{level} map with min_path_len={min_path_len} outside the {len(exclude)} excluded layouts "
-        f"after {_MAX_DENSITY_DRAWS * _PLACEMENTS_PER_DENSITY} placements; the exclusion set may cover "
-        "nearly every layout of this size")
+  """One solvable map whose layout hash is not in ``exclude``. Deterministic given ``rng``'s state."""
+  if not isinstance(rng, np.random.Generator):
+    raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+  level = check_level(level)
+  min_path_len = check_min_path_len(level, min_path_len)
+  exclude = exclude if isinstance(exclude, (set, frozenset)) else frozenset(exclude)
+  n_cells = level * level
+  max_holes = n_cells - min_path_len - 1
+  for _ in range(_MAX_DENSITY_DRAWS):
+    p = rng.beta(*HOLE_DENSITY_BETA)
+    n_holes = int(np.clip(np.floor(p * n_cells + rng.random()), 1, max_holes))
+    for _ in range(_PLACEMENTS_PER_DENSITY):
+      free = [True] * n_cells
+      for i in rng.choice(n_cells, size=n_holes, replace=False):
+        free[int(i)] = False
+      pair = _pick_start_goal(rng, free, level, min_path_len)
+      if pair is None:
+        continue
+      start, goal = pair
+      flat = ["F" if f else "H" for f in free]
+      flat[start], flat[goal] = "S", "G"
+      layout = tuple("".join(flat[r * level : (r + 1) * level]) for r in range(level))
+      if maps.layout_hash(layout) in exclude:
+        continue
+      return maps.parse_spec(maps.MapSpec(layout, start, goal), require_reachable=True)
+  raise RuntimeError(
+    f"no level-{level} map with min_path_len={min_path_len} outside the {len(exclude)} excluded layouts "
+    f"after {_MAX_DENSITY_DRAWS * _PLACEMENTS_PER_DENSITY} placements; the exclusion set may cover "
+    "nearly every layout of this size"
+  )
 
 
 def generate_maps(
-    level: int,
-    n: int,
-    seed: int,
-    *,
-    min_path_len: int = DEFAULT_MIN_PATH_LEN,
-    exclude: Iterable[str] = (),
-    unique: bool = True,
-    progress: bool = False,
+  level: int,
+  n: int,
+  seed: int,
+  *,
+  min_path_len: int = DEFAULT_MIN_PATH_LEN,
+  exclude: Iterable[str] = (),
+  unique: bool = True,
+  progress: bool = False,
 ) -> list[maps.MapSpec]:
-    """``n`` maps from ``np.random.default_rng(seed)``. ``unique`` also keeps the batch free of repeats
-    (upstream's 3,000 training layouts are all distinct)."""
-    level = check_level(level)
-    check_min_path_len(level, min_path_len)
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n must be a non-negative int, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an int, got {seed!r}")
-    rng = np.random.default_rng(seed)
-    blocked = set(exclude)
-    out = []
-    steps = range(n)
-    if progress:
-        import tqdm
+  """``n`` maps from ``np.random.default_rng(seed)``. ``unique`` also keeps the batch free of repeats
+  (upstream's 3,000 training layouts are all distinct)."""
+  level = check_level(level)
+  check_min_path_len(level, min_path_len)
+  if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+    raise ValueError(f"n must be a non-negative int, got {n!r}")
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+    raise ValueError(f"seed must be an int, got {seed!r}")
+  rng = np.random.default_rng(seed)
+  blocked = set(exclude)
+  out = []
+  steps = range(n)
+  if progress:
+    import tqdm
 
-        steps = tqdm.tqdm(steps, desc=f"level {level} maps", unit="map")
-    for _ in steps:
-        spec = generate_map(rng, level, min_path_len=min_path_len, exclude=blocked)
-        if unique:
-            blocked.add(spec.layout_hash)
-        out.append(spec)
-    return out
+    steps = tqdm.tqdm(steps, desc=f"level {level} maps", unit="map")
+  for _ in steps:
+    spec = generate_map(rng, level, min_path_len=min_path_len, exclude=blocked)
+    if unique:
+      blocked.add(spec.layout_hash)
+    out.append(spec)
+  return out
 
 
 def spec_record(spec: maps.MapSpec) -> dict[str, Any]:
-    """The upstream ``rl_maps.json`` fields for a spec (``optimal_actions`` in upstream's U/D/L/R,
-    ``distance_map`` over non-hole reachable cells only, keys as strings)."""
-    spec = maps.parse_spec(spec, require_reachable=True)
-    dist = maps.distance_map(spec).reshape(-1)
-    actions = maps.shortest_path(spec)
-    return {
-        "level": spec.level,
-        "layout": [list(row) for row in spec.layout],
-        "start_pos": spec.start_pos,
-        "target_pos": spec.target_pos,
-        "optimal_actions": [_SHORT[a] for a in actions],
-        "optimal_path_len": len(actions),
-        "distance_map": {str(i): int(d) for i, d in enumerate(dist) if d >= 0},
-        "hole_count": int(spec.holes().sum()),
-        "layout_hash": spec.layout_hash,
-    }
+  """The upstream ``rl_maps.json`` fields for a spec (``optimal_actions`` in upstream's U/D/L/R,
+  ``distance_map`` over non-hole reachable cells only, keys as strings)."""
+  spec = maps.parse_spec(spec, require_reachable=True)
+  dist = maps.distance_map(spec).reshape(-1)
+  actions = maps.shortest_path(spec)
+  return {
+    "level": spec.level,
+    "layout": [list(row) for row in spec.layout],
+    "start_pos": spec.start_pos,
+    "target_pos": spec.target_pos,
+    "optimal_actions": [_SHORT[a] for a in actions],
+    "optimal_path_len": len(actions),
+    "distance_map": {str(i): int(d) for i, d in enumerate(dist) if d >= 0},
+    "hole_count": int(spec.holes().sum()),
+    "layout_hash": spec.layout_hash,
+  }
 
 
 def _layouts_in(entries: Iterable[Mapping[str, Any]], source: str) -> set[str]:
-    hashes = set()
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, Mapping):
-            raise ValueError(f"{source}: entry {i} is not a JSON object")
-        body = entry["metadata"] if "layout" not in entry and isinstance(entry.get("metadata"), Mapping) else entry
-        if "layout" not in body:
-            raise ValueError(f"{source}: entry {i} has no 'layout' (keys {sorted(entry)})")
-        hashes.add(maps.layout_hash(body["layout"]))
-    return hashes
+  hashes = set()
+  for i, entry in enumerate(entries):
+    if not isinstance(entry, Mapping):
+      raise ValueError(f"{source}: entry {i} is not a JSON object")
+    body = entry["metadata"] if "layout" not in entry and isinstance(entry.get("metadata"), Mapping) else entry
+    if "layout" not in body:
+      raise ValueError(f"{source}: entry {i} has no 'layout' (keys {sorted(entry)})")
+    hashes.add(maps.layout_hash(body["layout"]))
+  return hashes
 
 
 def load_layout_hashes(path: str | pathlib.Path) -> set[str]:
-    """Layout hashes of every map in a JSON list or a JSONL file (upstream eval entries with
-    ``metadata`` are accepted). Hashes are recomputed from the layouts, never trusted from the file."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"map file not found: {path}")
-    text = path.read_text()
-    if path.suffix == ".jsonl":
-        entries = [json.loads(line) for line in text.splitlines() if line.strip()]
-    else:
-        entries = json.loads(text)
-        if not isinstance(entries, list):
-            raise ValueError(f"{path}: expected a JSON list of maps, got {type(entries).__name__}")
-    return _layouts_in(entries, str(path))
+  """Layout hashes of every map in a JSON list or a JSONL file (upstream eval entries with
+  ``metadata`` are accepted). Hashes are recomputed from the layouts, never trusted from the file."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"map file not found: {path}")
+  text = path.read_text()
+  if path.suffix == ".jsonl":
+    entries = [json.loads(line) for line in text.splitlines() if line.strip()]
+  else:
+    entries = json.loads(text)
+    if not isinstance(entries, list):
+      raise ValueError(f"{path}: expected a JSON list of maps, got {type(entries).__name__}")
+  return _layouts_in(entries, str(path))
 
 
 def eval_layout_hashes(data_dir: str | pathlib.Path | None = None) -> set[str]:
-    """The release's 1,000 eval maps' layout hashes (the packaged copy, or ``data_dir``'s): the set training maps
-    must never hit."""
-    return _layouts_in(release_data.read_maps(release_data.EVAL_FILE, data_dir), release_data.EVAL_FILE)
+  """The release's 1,000 eval maps' layout hashes (the packaged copy, or ``data_dir``'s): the set training maps
+  must never hit."""
+  return _layouts_in(release_data.read_maps(release_data.EVAL_FILE, data_dir), release_data.EVAL_FILE)

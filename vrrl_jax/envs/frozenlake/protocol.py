@@ -29,27 +29,27 @@ from PIL import Image
 from vrrl_jax.envs.frozenlake import maps, parse, render
 
 TASK_PROMPT = (
-    "Task: Frozen Lake Shortest Path Planning\n"
-    "You are given an image of a grid-based environment. In this environment:\n"
-    "- An elf marks the starting position.\n"
-    "- A gift represents the goal.\n"
-    "- Some cells contain ice holes that are impassable for the elf.\n"
-    '- The elf can move in one of four directions only: "up", "down", "left",\n'
-    "or \"right\". Each move transitions the elf by one cell in the\n"
-    "corresponding absolute direction. Diagonal movement is not permitted.\n"
-    "Your task is to analyze the image and generate the shortest valid\n"
-    "sequence of actions that moves the elf from the starting position to\n"
-    "the goal without stepping into any ice holes.\n"
-    "Provide your final answer enclosed between <ANSWER> and </ANSWER>, for\n"
-    "example: <ANSWER>right up up</ANSWER>."
+  "Task: Frozen Lake Shortest Path Planning\n"
+  "You are given an image of a grid-based environment. In this environment:\n"
+  "- An elf marks the starting position.\n"
+  "- A gift represents the goal.\n"
+  "- Some cells contain ice holes that are impassable for the elf.\n"
+  '- The elf can move in one of four directions only: "up", "down", "left",\n'
+  'or "right". Each move transitions the elf by one cell in the\n'
+  "corresponding absolute direction. Diagonal movement is not permitted.\n"
+  "Your task is to analyze the image and generate the shortest valid\n"
+  "sequence of actions that moves the elf from the starting position to\n"
+  "the goal without stepping into any ice holes.\n"
+  "Provide your final answer enclosed between <ANSWER> and </ANSWER>, for\n"
+  "example: <ANSWER>right up up</ANSWER>."
 )
 FIRST_USER_TEXT = "Generate the shortest action sequence."
 FEEDBACK_TEXT = (
-    "The image shows your proposed action sequence executed on the grid.\n"
-    "Verify the path against the task requirements. If the path reaches the\n"
-    "gift without stepping on any ice holes, confirm with\n"
-    "<FINAL>actions</FINAL>. Otherwise, provide your reasoning in\n"
-    "<THINK>...</THINK> and a revised sequence in <ANSWER>actions</ANSWER>."
+  "The image shows your proposed action sequence executed on the grid.\n"
+  "Verify the path against the task requirements. If the path reaches the\n"
+  "gift without stepping on any ice holes, confirm with\n"
+  "<FINAL>actions</FINAL>. Otherwise, provide your reasoning in\n"
+  "<THINK>...</THINK> and a revised sequence in <ANSWER>actions</ANSWER>."
 )
 
 FINAL = "final"
@@ -61,56 +61,55 @@ TRAIN_MAX_TURNS, EVAL_MAX_TURNS = 8, 10
 
 @dataclasses.dataclass(frozen=True)
 class Step:
-    """What the environment answers to one assistant turn: feedback (image + text) or the end."""
+  """What the environment answers to one assistant turn: feedback (image + text) or the end."""
 
-    parsed: parse.ParsedTurn
-    done: bool
-    reason: str | None = None  # one of DONE_REASONS when done
-    feedback_text: str | None = None
-    feedback_image: Image.Image | None = None
+  parsed: parse.ParsedTurn
+  done: bool
+  reason: str | None = None  # one of DONE_REASONS when done
+  feedback_text: str | None = None
+  feedback_image: Image.Image | None = None
 
 
 class Episode:
-    """One conversation on one map. ``turns`` (assistant texts) is what ``score_turns(turns, spec)``
-    scores; ``images`` is the map image followed by one feedback image per route turn that got one."""
+  """One conversation on one map. ``turns`` (assistant texts) is what ``score_turns(turns, spec)``
+  scores; ``images`` is the map image followed by one feedback image per route turn that got one."""
 
-    def __init__(self, spec, *, max_turns: int = TRAIN_MAX_TURNS, style: str | render.RenderStyle = "default"):
-        if isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 1:
-            raise ValueError(f"max_turns must be a positive int, got {max_turns!r}")
-        self.spec = maps.parse_spec(spec)
-        self.max_turns = max_turns
-        self.style = render.get_style(style)
-        self.turns: list[str] = []
-        self.parsed: list[parse.ParsedTurn] = []
-        self.images: list[Image.Image] = [render.render_map(self.spec, self.style)]
-        self.done = False
-        self.reason: str | None = None
+  def __init__(self, spec, *, max_turns: int = TRAIN_MAX_TURNS, style: str | render.RenderStyle = "default"):
+    if isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 1:
+      raise ValueError(f"max_turns must be a positive int, got {max_turns!r}")
+    self.spec = maps.parse_spec(spec)
+    self.max_turns = max_turns
+    self.style = render.get_style(style)
+    self.turns: list[str] = []
+    self.parsed: list[parse.ParsedTurn] = []
+    self.images: list[Image.Image] = [render.render_map(self.spec, self.style)]
+    self.done = False
+    self.reason: str | None = None
 
-    def first_prompt(self) -> tuple[str, Image.Image]:
-        return TASK_PROMPT, self.images[0]
+  def first_prompt(self) -> tuple[str, Image.Image]:
+    return TASK_PROMPT, self.images[0]
 
-    def step(self, assistant_text: str) -> Step:
-        if self.done:
-            raise RuntimeError(f"episode already ended ({self.reason}) after {len(self.turns)} turns")
-        turn = parse.parse_turn(assistant_text)
-        self.turns.append(turn.text)
-        self.parsed.append(turn)
-        if not turn.ok:
-            return self._end(turn, FORMAT_ERROR)
-        if turn.is_final:
-            return self._end(turn, FINAL)
-        if len(self.turns) >= self.max_turns:
-            return self._end(turn, MAX_TURNS)
-        image = render.render_feedback(self.spec, turn.actions, self.style)
-        self.images.append(image)
-        return Step(turn, False, None, FEEDBACK_TEXT, image)
+  def step(self, assistant_text: str) -> Step:
+    if self.done:
+      raise RuntimeError(f"episode already ended ({self.reason}) after {len(self.turns)} turns")
+    turn = parse.parse_turn(assistant_text)
+    self.turns.append(turn.text)
+    self.parsed.append(turn)
+    if not turn.ok:
+      return self._end(turn, FORMAT_ERROR)
+    if turn.is_final:
+      return self._end(turn, FINAL)
+    if len(self.turns) >= self.max_turns:
+      return self._end(turn, MAX_TURNS)
+    image = render.render_feedback(self.spec, turn.actions, self.style)
+    self.images.append(image)
+    return Step(turn, False, None, FEEDBACK_TEXT, image)
 
-    def _end(self, turn: parse.ParsedTurn, reason: str) -> Step:
-        self.done, self.reason = True, reason
-        return Step(turn, True, reason)
+  def _end(self, turn: parse.ParsedTurn, reason: str) -> Step:
+    self.done, self.reason = True, reason
+    return Step(turn, True, reason)
 
-    @property
-    def routes(self) -> list[tuple[str, ...]]:
-        """The action lists of the parsed route (``<ANSWER>``) turns, in order."""
-        return [p.actions for p in self.parsed if p.ok and p.is_route]
-
+  @property
+  def routes(self) -> list[tuple[str, ...]]:
+    """The action lists of the parsed route (``<ANSWER>``) turns, in order."""
+    return [p.actions for p in self.parsed if p.ok and p.is_route]

@@ -6,5 +6,17 @@ from vrrl_jax.models.qwen3_vl.vision import VisionInputs, prepare_vision_inputs
 
 Config, Model = Qwen3VLConfig, Qwen3VL  # the family surface (vrrl_jax.models.families)
 
-__all__ = ["Config", "Model", "Qwen3VLConfig", "TextConfig", "VisionConfig", "Qwen3VL", "abstract_params", "init_cache", "init_params",
-           "prepare_inputs", "VisionInputs", "prepare_vision_inputs"]
+__all__ = [
+  "Config",
+  "Model",
+  "Qwen3VLConfig",
+  "TextConfig",
+  "VisionConfig",
+  "Qwen3VL",
+  "abstract_params",
+  "init_cache",
+  "init_params",
+  "prepare_inputs",
+  "VisionInputs",
+  "prepare_vision_inputs",
+]

@@ -17,7 +17,6 @@ import jax
 from vrrl_jax.models import config as base_config
 
 
-
 @dataclasses.dataclass(frozen=True)
 class VisionConfig:
   """The vision tower (`Qwen3VLVisionModel`)."""
@@ -106,8 +105,9 @@ class Qwen3VLConfig:
 
   @property
   def matmul_precision(self) -> jax.lax.Precision:
-    return {"default": jax.lax.Precision.DEFAULT, "high": jax.lax.Precision.HIGH,
-            "highest": jax.lax.Precision.HIGHEST}[self.precision]
+    return {"default": jax.lax.Precision.DEFAULT, "high": jax.lax.Precision.HIGH, "highest": jax.lax.Precision.HIGHEST}[
+      self.precision
+    ]
 
   @property
   def remat_policy_fn(self):
@@ -117,47 +117,51 @@ class Qwen3VLConfig:
     """config.json (transformers 5 `save_pretrained` format)."""
     text, vision = self.text, self.vision
     return {
-        "architectures": ["Qwen3VLForConditionalGeneration"],
-        "model_type": "qwen3_vl",
-        "dtype": self.param_dtype,
-        "image_token_id": self.image_token_id,
-        "video_token_id": self.video_token_id,
-        "vision_start_token_id": self.vision_start_token_id,
-        "vision_end_token_id": self.vision_end_token_id,
+      "architectures": ["Qwen3VLForConditionalGeneration"],
+      "model_type": "qwen3_vl",
+      "dtype": self.param_dtype,
+      "image_token_id": self.image_token_id,
+      "video_token_id": self.video_token_id,
+      "vision_start_token_id": self.vision_start_token_id,
+      "vision_end_token_id": self.vision_end_token_id,
+      "tie_word_embeddings": self.tie_word_embeddings,
+      "text_config": {
+        "model_type": "qwen3_vl_text",
+        "vocab_size": text.vocab_size,
+        "hidden_size": text.hidden_size,
+        "intermediate_size": text.intermediate_size,
+        "num_hidden_layers": text.num_hidden_layers,
+        "num_attention_heads": text.num_attention_heads,
+        "num_key_value_heads": text.num_key_value_heads,
+        "head_dim": text.head_dim,
+        "hidden_act": "silu",
+        "attention_bias": False,
+        "rms_norm_eps": text.rms_norm_eps,
+        "max_position_embeddings": text.max_position_embeddings,
+        "rope_parameters": {
+          "rope_type": "default",
+          "rope_theta": text.rope_theta,
+          "mrope_section": list(text.mrope_section),
+          "mrope_interleaved": True,
+        },
         "tie_word_embeddings": self.tie_word_embeddings,
-        "text_config": {
-            "model_type": "qwen3_vl_text",
-            "vocab_size": text.vocab_size,
-            "hidden_size": text.hidden_size,
-            "intermediate_size": text.intermediate_size,
-            "num_hidden_layers": text.num_hidden_layers,
-            "num_attention_heads": text.num_attention_heads,
-            "num_key_value_heads": text.num_key_value_heads,
-            "head_dim": text.head_dim,
-            "hidden_act": "silu",
-            "attention_bias": False,
-            "rms_norm_eps": text.rms_norm_eps,
-            "max_position_embeddings": text.max_position_embeddings,
-            "rope_parameters": {"rope_type": "default", "rope_theta": text.rope_theta,
-                                "mrope_section": list(text.mrope_section), "mrope_interleaved": True},
-            "tie_word_embeddings": self.tie_word_embeddings,
-        },
-        "vision_config": {
-            "model_type": "qwen3_vl_vision",
-            "depth": vision.depth,
-            "hidden_size": vision.hidden_size,
-            "intermediate_size": vision.intermediate_size,
-            "num_heads": vision.num_heads,
-            "out_hidden_size": vision.out_hidden_size,
-            "hidden_act": "gelu_pytorch_tanh",
-            "in_channels": vision.in_channels,
-            "patch_size": vision.patch_size,
-            "temporal_patch_size": vision.temporal_patch_size,
-            "spatial_merge_size": vision.spatial_merge_size,
-            "num_position_embeddings": vision.num_position_embeddings,
-            "deepstack_visual_indexes": list(vision.deepstack_visual_indexes),
-            "rope_parameters": {"rope_type": "axial", "rope_theta": vision.rope_theta},
-        },
+      },
+      "vision_config": {
+        "model_type": "qwen3_vl_vision",
+        "depth": vision.depth,
+        "hidden_size": vision.hidden_size,
+        "intermediate_size": vision.intermediate_size,
+        "num_heads": vision.num_heads,
+        "out_hidden_size": vision.out_hidden_size,
+        "hidden_act": "gelu_pytorch_tanh",
+        "in_channels": vision.in_channels,
+        "patch_size": vision.patch_size,
+        "temporal_patch_size": vision.temporal_patch_size,
+        "spatial_merge_size": vision.spatial_merge_size,
+        "num_position_embeddings": vision.num_position_embeddings,
+        "deepstack_visual_indexes": list(vision.deepstack_visual_indexes),
+        "rope_parameters": {"rope_type": "axial", "rope_theta": vision.rope_theta},
+      },
     }
 
   @classmethod
@@ -176,24 +180,37 @@ def validate(config: Qwen3VLConfig) -> None:
   """Raises ValueError naming the first inconsistent field."""
   text, vision = config.text, config.vision
   base_config.check_sizes(config, _check)
-  _check(text.num_attention_heads % text.num_key_value_heads == 0,
-         f"num_attention_heads {text.num_attention_heads} not divisible by num_key_value_heads "
-         f"{text.num_key_value_heads}")
+  _check(
+    text.num_attention_heads % text.num_key_value_heads == 0,
+    f"num_attention_heads {text.num_attention_heads} not divisible by num_key_value_heads {text.num_key_value_heads}",
+  )
   _check(text.head_dim % 2 == 0, f"text head_dim {text.head_dim} must be even")
   _check(len(text.mrope_section) == 3, f"mrope_section must have 3 entries (T, H, W), got {text.mrope_section}")
-  _check(vision.hidden_size % vision.num_heads == 0,
-         f"vision hidden_size {vision.hidden_size} not divisible by num_heads {vision.num_heads}")
+  _check(
+    vision.hidden_size % vision.num_heads == 0,
+    f"vision hidden_size {vision.hidden_size} not divisible by num_heads {vision.num_heads}",
+  )
   _check(vision.head_dim % 4 == 0, f"vision head_dim {vision.head_dim} must be divisible by 4 (2D axial rotary)")
-  _check(vision.position_side**2 == vision.num_position_embeddings,
-         f"num_position_embeddings {vision.num_position_embeddings} must be a square (a side x side table)")
-  _check(vision.out_hidden_size == text.hidden_size,
-         f"vision out_hidden_size {vision.out_hidden_size} must equal text hidden_size {text.hidden_size}")
-  _check(all(0 <= i < vision.depth for i in vision.deepstack_visual_indexes),
-         f"deepstack_visual_indexes {vision.deepstack_visual_indexes} out of range for depth {vision.depth}")
-  _check(len(set(vision.deepstack_visual_indexes)) == len(vision.deepstack_visual_indexes),
-         f"deepstack_visual_indexes {vision.deepstack_visual_indexes} repeat a block")
-  _check(len(vision.deepstack_visual_indexes) <= text.num_hidden_layers,
-         f"{len(vision.deepstack_visual_indexes)} DeepStack features but only {text.num_hidden_layers} decoder layers")
+  _check(
+    vision.position_side**2 == vision.num_position_embeddings,
+    f"num_position_embeddings {vision.num_position_embeddings} must be a square (a side x side table)",
+  )
+  _check(
+    vision.out_hidden_size == text.hidden_size,
+    f"vision out_hidden_size {vision.out_hidden_size} must equal text hidden_size {text.hidden_size}",
+  )
+  _check(
+    all(0 <= i < vision.depth for i in vision.deepstack_visual_indexes),
+    f"deepstack_visual_indexes {vision.deepstack_visual_indexes} out of range for depth {vision.depth}",
+  )
+  _check(
+    len(set(vision.deepstack_visual_indexes)) == len(vision.deepstack_visual_indexes),
+    f"deepstack_visual_indexes {vision.deepstack_visual_indexes} repeat a block",
+  )
+  _check(
+    len(vision.deepstack_visual_indexes) <= text.num_hidden_layers,
+    f"{len(vision.deepstack_visual_indexes)} DeepStack features but only {text.num_hidden_layers} decoder layers",
+  )
   base_config.check_tokens_and_run_options(config, _check)
 
 
@@ -242,17 +259,17 @@ def _parse_text(raw: dict) -> TextConfig:
   heads = int(_require(raw, "num_attention_heads", "text"))
   kv_heads = raw.get("num_key_value_heads")
   return TextConfig(
-      vocab_size=int(_require(raw, "vocab_size", "text")),
-      hidden_size=int(_require(raw, "hidden_size", "text")),
-      intermediate_size=int(_require(raw, "intermediate_size", "text")),
-      num_hidden_layers=int(_require(raw, "num_hidden_layers", "text")),
-      num_attention_heads=heads,
-      num_key_value_heads=int(heads if kv_heads is None else kv_heads),
-      head_dim=int(raw.get("head_dim") or 128),
-      rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
-      rope_theta=float(rope.get("rope_theta", raw.get("rope_theta", 500000.0))),
-      mrope_section=tuple(int(s) for s in rope.get("mrope_section") or (24, 20, 20)),
-      max_position_embeddings=int(raw.get("max_position_embeddings", 128000)),
+    vocab_size=int(_require(raw, "vocab_size", "text")),
+    hidden_size=int(_require(raw, "hidden_size", "text")),
+    intermediate_size=int(_require(raw, "intermediate_size", "text")),
+    num_hidden_layers=int(_require(raw, "num_hidden_layers", "text")),
+    num_attention_heads=heads,
+    num_key_value_heads=int(heads if kv_heads is None else kv_heads),
+    head_dim=int(raw.get("head_dim") or 128),
+    rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
+    rope_theta=float(rope.get("rope_theta", raw.get("rope_theta", 500000.0))),
+    mrope_section=tuple(int(s) for s in rope.get("mrope_section") or (24, 20, 20)),
+    max_position_embeddings=int(raw.get("max_position_embeddings", 128000)),
   )
 
 
@@ -273,16 +290,19 @@ def _parse_vision(raw: dict) -> VisionConfig:
       if len(sizes) != 1:
         raise ValueError(f"vision {name}={raw[name]}: only equal sizes are supported")
       raw[name] = sizes.pop()
-  optional = {name: int(raw[name]) for name in ("patch_size", "temporal_patch_size", "spatial_merge_size",
-                                                "in_channels", "num_position_embeddings") if raw.get(name) is not None}
+  optional = {
+    name: int(raw[name])
+    for name in ("patch_size", "temporal_patch_size", "spatial_merge_size", "in_channels", "num_position_embeddings")
+    if raw.get(name) is not None
+  }
   if raw.get("deepstack_visual_indexes") is not None:
     optional["deepstack_visual_indexes"] = tuple(int(i) for i in raw["deepstack_visual_indexes"])
   return VisionConfig(
-      depth=int(_require(raw, "depth", "vision")),
-      hidden_size=int(_require(raw, "hidden_size", "vision")),
-      intermediate_size=int(_require(raw, "intermediate_size", "vision")),
-      num_heads=int(_require(raw, "num_heads", "vision")),
-      out_hidden_size=int(_require(raw, "out_hidden_size", "vision")),
-      rope_theta=float(rope.get("rope_theta", 10000.0)),
-      **optional,
+    depth=int(_require(raw, "depth", "vision")),
+    hidden_size=int(_require(raw, "hidden_size", "vision")),
+    intermediate_size=int(_require(raw, "intermediate_size", "vision")),
+    num_heads=int(_require(raw, "num_heads", "vision")),
+    out_hidden_size=int(_require(raw, "out_hidden_size", "vision")),
+    rope_theta=float(rope.get("rope_theta", 10000.0)),
+    **optional,
   )

@@ -30,12 +30,27 @@ from vrrl_jax.models.qwen3_vl.vision import VisionInputs, VisionTower, prepare_v
 KVCache = kv_cache_lib.KVCache
 
 
-def prepare_inputs(config: Qwen3VLConfig, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None,
-                   mm_token_type_ids=None, patch_multiple: int = 256) -> tuple[ModelInputs, np.ndarray]:
+def prepare_inputs(
+  config: Qwen3VLConfig,
+  input_ids,
+  attention_mask=None,
+  pixel_values=None,
+  image_grid_thw=None,
+  mm_token_type_ids=None,
+  patch_multiple: int = 256,
+) -> tuple[ModelInputs, np.ndarray]:
   """Host-side preparation of processor outputs (`vrrl_jax.models.inputs.prepare_inputs`; Qwen3-VL's
   `get_rope_index` equals Qwen2.5-VL's for images). Returns the inputs and rope_deltas [B]."""
-  return inputs_lib.prepare_inputs(config, prepare_vision_inputs, input_ids, attention_mask, pixel_values,
-                                   image_grid_thw, mm_token_type_ids, patch_multiple)
+  return inputs_lib.prepare_inputs(
+    config,
+    prepare_vision_inputs,
+    input_ids,
+    attention_mask,
+    pixel_values,
+    image_grid_thw,
+    mm_token_type_ids,
+    patch_multiple,
+  )
 
 
 class Attention(nn.Module):
@@ -49,8 +64,7 @@ class Attention(nn.Module):
     cfg, text = self.config, self.config.text
     kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, precision=cfg.matmul_precision)
     heads, kv_heads, head_dim = text.num_attention_heads, text.num_key_value_heads, text.head_dim
-    norm = lambda name: RMSNorm(text.rms_norm_eps, cfg.compute_dtype, cfg.weight_dtype, axis_name="head_dim",
-                                name=name)
+    norm = lambda name: RMSNorm(text.rms_norm_eps, cfg.compute_dtype, cfg.weight_dtype, axis_name="head_dim", name=name)
     query = dense((heads, head_dim), ("embed", "q_heads", "head_dim"), use_bias=False, name="q_proj", **kw)(x)
     key = dense((kv_heads, head_dim), ("embed", "kv_heads", "head_dim"), use_bias=False, name="k_proj", **kw)(x)
     value = dense((kv_heads, head_dim), ("embed", "kv_heads", "head_dim"), use_bias=False, name="v_proj", **kw)(x)
@@ -63,15 +77,30 @@ class Attention(nn.Module):
       key, value = cache_key[layer_index], cache_value[layer_index]
       layer_kv = (cache_key, cache_value)
     if inputs.write_slots is None:
-      out = attention_lib.self_attention(query, key, value, inputs.query_segment_ids, causal=True,
-                                         impl=cfg.attention_impl, precision=cfg.matmul_precision)
+      out = attention_lib.self_attention(
+        query,
+        key,
+        value,
+        inputs.query_segment_ids,
+        causal=True,
+        impl=cfg.attention_impl,
+        precision=cfg.matmul_precision,
+      )
     else:
       out = attention_lib.dot_product_attention(
-          query, key, value, query_segment_ids=inputs.query_segment_ids, kv_segment_ids=inputs.kv_segment_ids,
-          query_positions=inputs.query_positions, kv_positions=inputs.kv_positions, impl=cfg.attention_impl,
-          precision=cfg.matmul_precision)
-    out = dense(text.hidden_size, ("q_heads", "head_dim", "embed"), num_input_axes=2, use_bias=False, name="o_proj",
-                **kw)(out)
+        query,
+        key,
+        value,
+        query_segment_ids=inputs.query_segment_ids,
+        kv_segment_ids=inputs.kv_segment_ids,
+        query_positions=inputs.query_positions,
+        kv_positions=inputs.kv_positions,
+        impl=cfg.attention_impl,
+        precision=cfg.matmul_precision,
+      )
+    out = dense(
+      text.hidden_size, ("q_heads", "head_dim", "embed"), num_input_axes=2, use_bias=False, name="o_proj", **kw
+    )(out)
     return out, layer_kv
 
 
@@ -89,8 +118,17 @@ class DecoderLayer(nn.Module):
     norm = lambda name: RMSNorm(text.rms_norm_eps, cfg.compute_dtype, cfg.weight_dtype, name=name)
     attn_out, layer_kv = Attention(cfg, name="self_attn")(norm("input_layernorm")(x), inputs, layer_kv, layer_index)
     x = x + attn_out
-    mlp = GatedMlp(text.hidden_size, text.intermediate_size, use_bias=False, embed_axis="embed", mlp_axis="mlp",
-                   dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, precision=cfg.matmul_precision, name="mlp")
+    mlp = GatedMlp(
+      text.hidden_size,
+      text.intermediate_size,
+      use_bias=False,
+      embed_axis="embed",
+      mlp_axis="mlp",
+      dtype=cfg.compute_dtype,
+      param_dtype=cfg.weight_dtype,
+      precision=cfg.matmul_precision,
+      name="mlp",
+    )
     x = x + mlp(norm("post_attention_layernorm")(x))
     if deep is not None:
       n = deep.shape[0]
@@ -109,15 +147,17 @@ class Qwen3VL(nn.Module):
     self.visual = VisionTower(self.config)
     self.language_model = TextModel(self.config, DecoderLayer, interleaved_mrope=True)
 
-  def __call__(self, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None,
-               mm_token_type_ids=None) -> ModelOutput:
+  def __call__(
+    self, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None, mm_token_type_ids=None
+  ) -> ModelOutput:
     """Logits for the HF processor's numpy arrays (host-side preparation inside: call un-jitted)."""
     arrays = (input_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids)
     if any(isinstance(a, jax.core.Tracer) for a in arrays):
-      raise ValueError("Qwen3VL.__call__ prepares inputs on the host and cannot be traced; under jit use "
-                       "prepare_inputs(...) and method=Qwen3VL.forward")
-    inputs, _ = prepare_inputs(self.config, input_ids, attention_mask, pixel_values, image_grid_thw,
-                               mm_token_type_ids)
+      raise ValueError(
+        "Qwen3VL.__call__ prepares inputs on the host and cannot be traced; under jit use "
+        "prepare_inputs(...) and method=Qwen3VL.forward"
+      )
+    inputs, _ = prepare_inputs(self.config, input_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids)
     return self.forward(inputs)
 
   def forward(self, inputs: ModelInputs, cache: KVCache | None = None, return_logits: bool = True) -> ModelOutput:
@@ -129,8 +169,9 @@ class Qwen3VL(nn.Module):
       is_image = inputs.input_ids == self.config.image_token_id
       embeds = scatter_image_features(embeds, features, is_image)
       zeros = jnp.zeros_like(embeds)
-      deep = jnp.stack([scatter_image_features(zeros, f, is_image) for f in deep_features]) if len(
-          deep_features) else None
+      deep = (
+        jnp.stack([scatter_image_features(zeros, f, is_image) for f in deep_features]) if len(deep_features) else None
+      )
     out, cache = self.language_model(embeds, inputs.positions, inputs.segment_ids, cache, deep, return_logits)
     return ModelOutput(logits=out, cache=cache)
 
@@ -144,8 +185,9 @@ class Qwen3VL(nn.Module):
 
 def init_cache(config: Qwen3VLConfig, batch: int, max_len: int) -> KVCache:
   text = config.text
-  return kv_cache_lib.init_cache(text.num_hidden_layers, batch, max_len, text.num_key_value_heads, text.head_dim,
-                                 config.compute_dtype)
+  return kv_cache_lib.init_cache(
+    text.num_hidden_layers, batch, max_len, text.num_key_value_heads, text.head_dim, config.compute_dtype
+  )
 
 
 def _dummy_inputs(config: Qwen3VLConfig) -> ModelInputs:
@@ -153,9 +195,14 @@ def _dummy_inputs(config: Qwen3VLConfig) -> ModelInputs:
   ids = np.array([[config.image_token_id, 0]])
   grid = np.array([[1, merge, merge]])
   pixels = np.zeros((merge * merge, config.vision.patch_dim), np.float32)
-  inputs, _ = prepare_inputs(config, ids, pixel_values=pixels, image_grid_thw=grid,
-                             mm_token_type_ids=(ids == config.image_token_id).astype(np.int32),
-                             patch_multiple=config.vision.merge_unit)
+  inputs, _ = prepare_inputs(
+    config,
+    ids,
+    pixel_values=pixels,
+    image_grid_thw=grid,
+    mm_token_type_ids=(ids == config.image_token_id).astype(np.int32),
+    patch_multiple=config.vision.merge_unit,
+  )
   return inputs
 
 

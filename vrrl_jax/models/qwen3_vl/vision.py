@@ -22,8 +22,7 @@ import numpy as np
 from vrrl_jax.models import rope
 from vrrl_jax.models.layers import KERNEL_INIT, dense
 from vrrl_jax.models.qwen3_vl.config import Qwen3VLConfig, VisionConfig
-from vrrl_jax.models.vision import (PAD_SEGMENT, VisionAttention, checked_vision_arrays, merge_block_positions,
-                                    round_up)
+from vrrl_jax.models.vision import PAD_SEGMENT, VisionAttention, checked_vision_arrays, merge_block_positions, round_up
 
 
 @flax.struct.dataclass
@@ -60,12 +59,18 @@ def position_interpolation(image_grid_thw: np.ndarray, side: int, merge: int) ->
   return np.concatenate(taps), np.concatenate(weights)
 
 
-def prepare_vision_inputs(pixel_values: np.ndarray, image_grid_thw: np.ndarray, vision: VisionConfig,
-                          patch_multiple: int = 256, max_frame_patches: int | None = None) -> VisionInputs:
+def prepare_vision_inputs(
+  pixel_values: np.ndarray,
+  image_grid_thw: np.ndarray,
+  vision: VisionConfig,
+  patch_multiple: int = 256,
+  max_frame_patches: int | None = None,
+) -> VisionInputs:
   """Packs the processor's `pixel_values` / `image_grid_thw` into static-shape VisionInputs (padded to a multiple
   of `patch_multiple` patches, so batches of the same bucket share one compiled program)."""
-  pixel_values, grid, num_patches = checked_vision_arrays(pixel_values, image_grid_thw, vision, patch_multiple,
-                                                          max_frame_patches)
+  pixel_values, grid, num_patches = checked_vision_arrays(
+    pixel_values, image_grid_thw, vision, patch_multiple, max_frame_patches
+  )
   merge = vision.spatial_merge_size
   frame_sizes = np.repeat(grid[:, 1] * grid[:, 2], grid[:, 0])
   frame_ids = np.repeat(np.arange(len(frame_sizes)), frame_sizes)
@@ -73,20 +78,27 @@ def prepare_vision_inputs(pixel_values: np.ndarray, image_grid_thw: np.ndarray, 
   padded = round_up(num_patches, patch_multiple)
   extra = padded - num_patches
   return VisionInputs(
-      pixel_values=np.concatenate([pixel_values, np.zeros((extra, vision.patch_dim), np.float32)]),
-      patch_positions=np.concatenate([merge_block_positions(grid, merge), np.zeros((extra, 2), np.int64)]
-                                     ).astype(np.int32),
-      frame_segment_ids=np.concatenate([frame_ids, np.full((extra,), PAD_SEGMENT)]).astype(np.int32),
-      position_taps=np.concatenate([taps, np.zeros((extra, 4), np.int64)]).astype(np.int32),
-      position_weights=np.concatenate([weights, np.zeros((extra, 4), np.float32)]).astype(np.float32),
+    pixel_values=np.concatenate([pixel_values, np.zeros((extra, vision.patch_dim), np.float32)]),
+    patch_positions=np.concatenate([merge_block_positions(grid, merge), np.zeros((extra, 2), np.int64)]).astype(
+      np.int32
+    ),
+    frame_segment_ids=np.concatenate([frame_ids, np.full((extra,), PAD_SEGMENT)]).astype(np.int32),
+    position_taps=np.concatenate([taps, np.zeros((extra, 4), np.int64)]).astype(np.int32),
+    position_weights=np.concatenate([weights, np.zeros((extra, 4), np.float32)]).astype(np.float32),
   )
 
 
 def layer_norm(name: str, cfg: Qwen3VLConfig, axis: str = "norm") -> nn.LayerNorm:
   """torch's LayerNorm: eps 1e-6, two-pass variance, with bias."""
-  return nn.LayerNorm(epsilon=1e-6, use_fast_variance=False, dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
-                      scale_init=nn.with_logical_partitioning(nn.initializers.ones, (axis,)),
-                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axis,)), name=name)
+  return nn.LayerNorm(
+    epsilon=1e-6,
+    use_fast_variance=False,
+    dtype=cfg.compute_dtype,
+    param_dtype=cfg.weight_dtype,
+    scale_init=nn.with_logical_partitioning(nn.initializers.ones, (axis,)),
+    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axis,)),
+    name=name,
+  )
 
 
 class VisionBlock(nn.Module):
@@ -101,9 +113,11 @@ class VisionBlock(nn.Module):
     kw = dict(use_bias=True, dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, precision=cfg.matmul_precision)
     x = x + VisionAttention(cfg, name="attn")(layer_norm("norm1", cfg)(x), True, None, frame_segment_ids, cos, sin)
     h = dense(vision.intermediate_size, ("vision_embed", "vision_mlp"), name="linear_fc1", **kw)(
-        layer_norm("norm2", cfg)(x))
+      layer_norm("norm2", cfg)(x)
+    )
     return x + dense(vision.hidden_size, ("vision_mlp", "vision_embed"), name="linear_fc2", **kw)(
-        nn.gelu(h, approximate=True))
+      nn.gelu(h, approximate=True)
+    )
 
 
 class PatchMerger(nn.Module):
@@ -124,7 +138,8 @@ class PatchMerger(nn.Module):
       x = layer_norm("norm", cfg)(x).reshape(-1, merged_dim)
     x = dense(merged_dim, ("vision_merge", "vision_mlp"), name="linear_fc1", **kw)(x)
     return dense(vision.out_hidden_size, ("vision_mlp", "embed"), name="linear_fc2", **kw)(
-        nn.gelu(x, approximate=False))
+      nn.gelu(x, approximate=False)
+    )
 
 
 class ScannedBlock(nn.Module):
@@ -149,10 +164,15 @@ class VisionTower(nn.Module):
     processor's order (rows past the real tokens are padding)."""
     cfg, vision = self.config, self.config.vision
     kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, precision=cfg.matmul_precision)
-    x = dense(vision.hidden_size, ("vision_patch", "vision_embed"), use_bias=True, name="patch_embed",
-              **kw)(inputs.pixel_values.astype(cfg.compute_dtype))
-    table = self.param("pos_embed", nn.with_logical_partitioning(KERNEL_INIT, (None, "vision_embed")),
-                       (vision.num_position_embeddings, vision.hidden_size), cfg.weight_dtype)
+    x = dense(vision.hidden_size, ("vision_patch", "vision_embed"), use_bias=True, name="patch_embed", **kw)(
+      inputs.pixel_values.astype(cfg.compute_dtype)
+    )
+    table = self.param(
+      "pos_embed",
+      nn.with_logical_partitioning(KERNEL_INIT, (None, "vision_embed")),
+      (vision.num_position_embeddings, vision.hidden_size),
+      cfg.weight_dtype,
+    )
     positions = jnp.einsum("nk,nkd->nd", inputs.position_weights, table[inputs.position_taps].astype(jnp.float32))
     x = x + positions.astype(x.dtype)
     cos, sin = rope.vision_cos_sin(inputs.patch_positions, vision.head_dim, vision.rope_theta)
@@ -165,9 +185,14 @@ class VisionTower(nn.Module):
       slots = np.full((vision.depth,), -1, np.int32)
       for j, i in enumerate(deep_indexes):
         slots[i] = j
-      blocks = nn.scan(block_cls, variable_axes={"params": 0}, split_rngs={"params": True},
-                       in_axes=(0, nn.broadcast), length=vision.depth,
-                       metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="blocks")
+      blocks = nn.scan(
+        block_cls,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        in_axes=(0, nn.broadcast),
+        length=vision.depth,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+      )(cfg, name="blocks")
       buffer = jnp.zeros((max(len(deep_indexes), 1),) + x.shape, x.dtype)
       (x, buffer), _ = blocks((x, buffer), jnp.asarray(slots), block_inputs)
       taps = [buffer[j] for j in range(len(deep_indexes))]
@@ -181,7 +206,8 @@ class VisionTower(nn.Module):
         if i in deep_indexes:
           taps[deep_indexes.index(i)] = x
     merged = PatchMerger(cfg, postshuffle_norm=False, name="merger")(x)
-    deep = [PatchMerger(cfg, postshuffle_norm=True, name=f"deepstack_merger_list_{j}")(tap)
-            for j, tap in enumerate(taps)]
+    deep = [
+      PatchMerger(cfg, postshuffle_norm=True, name=f"deepstack_merger_list_{j}")(tap) for j, tap in enumerate(taps)
+    ]
     deep = jnp.stack(deep) if deep else jnp.zeros((0,) + merged.shape, merged.dtype)
     return merged, deep

@@ -65,7 +65,7 @@ def get_config():
 
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
 
-  # Render styles (envs/frozenlake/render.py): "default" 112 px/cell, "ood" (level-7 eval), "compact" 28 px/cell.
+  # Render styles (vrrl_jax/tasks/frozenlake/render.py): "default" 112 px/cell, "ood" (level-7 eval), "compact" 28 px/cell.
   # data_dir unset: the release's map files shipped in the package (vrrl_jax/assets/frozenlake).
   c.data = dict(
     data_dir=ml_collections.config_dict.placeholder(str),

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from vrrl_jax.data import conversation
-from vrrl_jax.envs.frozenlake import generate
-from vrrl_jax.sft import transcripts
+from vrrl_jax.tasks.frozenlake import generate
+from vrrl_jax.tasks.frozenlake import transcripts
 
 
 def _hf_processor(tok, image_cfg):

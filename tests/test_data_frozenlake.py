@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from vrrl_jax.envs.frozenlake import release_data
-from vrrl_jax.data import frozenlake as fl
-from vrrl_jax.envs.frozenlake import maps, render
+from vrrl_jax.tasks.frozenlake import release_data
+from vrrl_jax.tasks.frozenlake import data as fl
+from vrrl_jax.tasks.frozenlake import maps, render
 
 
 def _cfg(**kw):

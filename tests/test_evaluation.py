@@ -2,8 +2,8 @@
 
 import pytest
 
-from vrrl_jax import evaluation as ev
-from vrrl_jax.envs.frozenlake import maps
+from vrrl_jax.tasks.frozenlake import evaluation as ev
+from vrrl_jax.tasks.frozenlake import maps
 
 # S . .
 # H H .

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from vrrl_jax.envs.frozenlake import release_data
-from vrrl_jax.envs.frozenlake import generate, maps
-from vrrl_jax.envs.frozenlake.__main__ import main
+from vrrl_jax.tasks.frozenlake import release_data
+from vrrl_jax.tasks.frozenlake import generate, maps
+from vrrl_jax.tasks.frozenlake.__main__ import main
 
 
 @pytest.fixture(scope="module")

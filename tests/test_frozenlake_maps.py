@@ -4,8 +4,8 @@ import hashlib
 
 import pytest
 
-from vrrl_jax.envs.frozenlake import release_data
-from vrrl_jax.envs.frozenlake import maps
+from vrrl_jax.tasks.frozenlake import release_data
+from vrrl_jax.tasks.frozenlake import maps
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vrrl_jax.envs.frozenlake import maps, protocol, render
+from vrrl_jax.tasks.frozenlake import maps, protocol, render
 
 # Reference texts, verbatim from github fc2869/VRRL @ 038e4d97 (prompts.py SYSTEM_PROMPT_TAG_VPRL_DIRECT,
 # which EasyR1/training/format_prompt/frozenlake_reflection.jinja renders to with empty content;
@@ -148,7 +148,7 @@ def test_style_and_validation():
 
 def test_episode_turns_feed_the_reward():
   """The transcript follows every format rule of VRRL_SPEC section 2 and commits the optimal route."""
-  from vrrl_jax.rewards.frozenlake import score_turns
+  from vrrl_jax.tasks.frozenlake.reward import score_turns
 
   episode = protocol.Episode(SPEC)
   for text in (

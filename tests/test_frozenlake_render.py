@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vrrl_jax.envs.frozenlake import release_data
-from vrrl_jax.envs.frozenlake import generate, maps, render
-from vrrl_jax.envs.frozenlake.__main__ import main
+from vrrl_jax.tasks.frozenlake import release_data
+from vrrl_jax.tasks.frozenlake import generate, maps, render
+from vrrl_jax.tasks.frozenlake.__main__ import main
 
 STYLES = ["default", "ood", "compact"]
 DELTA = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}

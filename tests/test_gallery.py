@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from vrrl_jax import gallery
-from vrrl_jax.rewards.frozenlake import RewardConfig, score_turns
-from vrrl_jax.sft import transcripts
+from vrrl_jax.tasks.frozenlake.reward import RewardConfig, score_turns
+from vrrl_jax.tasks.frozenlake import transcripts
 
 VOID = {"meta", "img", "br", "hr", "input", "link"}
 SPEC = {"layout": ["SFH", "FHF", "FFG"], "start_pos": 0, "target_pos": 8}

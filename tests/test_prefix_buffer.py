@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from vrrl_jax.envs.frozenlake import maps
+from vrrl_jax.tasks.frozenlake import maps
 from vrrl_jax.rl import prefix_buffer as pb
 
 

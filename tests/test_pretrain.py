@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vrrl_jax import experiment
-from vrrl_jax.envs.frozenlake import maps, render
+from vrrl_jax.tasks.frozenlake import maps, render
 from vrrl_jax.pretrain import run as pretrain_run
 from vrrl_jax.pretrain import tasks
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from vrrl_jax.envs.frozenlake import release_data
+from vrrl_jax.tasks.frozenlake import release_data
 
 
 @pytest.mark.parametrize("name", release_data.FILES)

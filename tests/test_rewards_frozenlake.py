@@ -12,10 +12,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from vrrl_jax.envs.frozenlake import release_data
-from vrrl_jax.envs.frozenlake.maps import MapSpecError, distance_map, parse_spec
-from vrrl_jax.rewards import frozenlake as fl
-from vrrl_jax.rewards.frozenlake import METRIC_KEYS, BufferFields, RewardConfig, score_batch, score_turns
+from vrrl_jax.tasks.frozenlake import release_data
+from vrrl_jax.tasks.frozenlake.maps import MapSpecError, distance_map, parse_spec
+from vrrl_jax.tasks.frozenlake import reward as fl
+from vrrl_jax.tasks.frozenlake.reward import METRIC_KEYS, BufferFields, RewardConfig, score_batch, score_turns
 
 # 3x3, no holes, S top-left, G bottom-right: n_opt = 4. BFS distance = Manhattan distance to (2, 2).
 OPEN = {"layout": ["SFF", "FFF", "FFG"], "start_pos": 0, "target_pos": 8, "level": 3}

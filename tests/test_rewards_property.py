@@ -4,8 +4,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from vrrl_jax.envs.frozenlake import release_data
-from vrrl_jax.rewards.frozenlake import METRIC_KEYS, RewardConfig, score_turns
+from vrrl_jax.tasks.frozenlake import release_data
+from vrrl_jax.tasks.frozenlake.reward import METRIC_KEYS, RewardConfig, score_turns
 
 HAND_MAPS = [
   {"layout": ["SFF", "FFF", "FFG"], "start_pos": 0, "target_pos": 8, "level": 3},

@@ -16,9 +16,9 @@ import pytest
 import qwen_tiny as qt
 from vrrl_jax.data import processor as processor_lib
 from vrrl_jax.data import tokenizer as tokenizer_lib
-from vrrl_jax.envs.frozenlake import maps, parse, protocol, render
+from vrrl_jax.tasks.frozenlake import maps, parse, protocol, render
 from vrrl_jax.models import Qwen25VLConfig, abstract_params, prepare_inputs
-from vrrl_jax.rewards.frozenlake import METRIC_KEYS, score_turns
+from vrrl_jax.tasks.frozenlake.reward import METRIC_KEYS, score_turns
 from vrrl_jax.rl.prefix_buffer import PrefixEntry
 from vrrl_jax.sampling import rollout as rollout_lib
 from vrrl_jax.sampling.buckets import Buckets

@@ -11,10 +11,10 @@ import re
 import numpy as np
 import pytest
 
-from vrrl_jax.envs.frozenlake import release_data
-from vrrl_jax.envs.frozenlake import generate, maps, parse, protocol, render
-from vrrl_jax.rewards.frozenlake import RewardConfig, score_turns
-from vrrl_jax.sft import transcripts
+from vrrl_jax.tasks.frozenlake import release_data
+from vrrl_jax.tasks.frozenlake import generate, maps, parse, protocol, render
+from vrrl_jax.tasks.frozenlake.reward import RewardConfig, score_turns
+from vrrl_jax.tasks.frozenlake import transcripts
 
 RELEASED = dataclasses.asdict(RewardConfig.released())
 NO_HOLES = {"layout": ["SFF", "FFF", "FFG"], "start_pos": 0, "target_pos": 8}

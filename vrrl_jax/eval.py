@@ -24,10 +24,11 @@ import pathlib
 import jax
 import numpy as np
 
-from vrrl_jax import evaluation, experiment, gallery, run_config
-from vrrl_jax.data import frozenlake as frozenlake_data
-from vrrl_jax.envs.frozenlake import maps, parse, protocol
-from vrrl_jax.rewards import frozenlake as rewards_lib
+from vrrl_jax import experiment, gallery, run_config
+from vrrl_jax.tasks.frozenlake import evaluation
+from vrrl_jax.tasks.frozenlake import data as frozenlake_data
+from vrrl_jax.tasks.frozenlake import maps, parse, protocol
+from vrrl_jax.tasks.frozenlake import reward as rewards_lib
 from vrrl_jax.rl import prefix_buffer as buffer_lib
 from vrrl_jax.sampling import rollout as rollout_lib
 

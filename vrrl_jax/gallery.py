@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from vrrl_jax.envs.frozenlake import maps
+from vrrl_jax.tasks.frozenlake import maps
 from vrrl_jax.metrics import format_value
 
 REQUIRED_KEYS = ("map_id", "level", "spec", "map_image", "turns", "feedback_images", "metrics", "mode")

@@ -29,7 +29,7 @@ import tqdm
 
 from vrrl_jax import experiment, figures, run_config
 from vrrl_jax.data import batching
-from vrrl_jax.rewards import frozenlake as rewards_lib
+from vrrl_jax.tasks.frozenlake import reward as rewards_lib
 from vrrl_jax.rl import advantages as advantages_lib
 from vrrl_jax.rl import filtering as filtering_lib
 from vrrl_jax.rl import modes as modes_lib
@@ -226,7 +226,7 @@ def _reward_metrics(groups: Sequence[Group], prefix: str = "reward") -> dict[str
 
 def run_rl(exp, config, workdir: pathlib.Path, params, specs, state, buffer, progress, ckpt, writer) -> dict:
   from vrrl_jax import eval as eval_lib
-  from vrrl_jax.data import frozenlake as frozenlake_data
+  from vrrl_jax.tasks.frozenlake import data as frozenlake_data
 
   seed = int(config.seed)
   sft_steps, rl_steps = int(config.sft.steps), int(config.rl.steps)

@@ -20,9 +20,9 @@ import ml_collections
 from vrrl_jax import experiment
 from vrrl_jax.data import batching
 from vrrl_jax.data import tokenizer as tokenizer_lib
-from vrrl_jax.data import frozenlake as frozenlake_data
+from vrrl_jax.tasks.frozenlake import data as frozenlake_data
 from vrrl_jax.parallel import mesh as mesh_lib
-from vrrl_jax.rewards import frozenlake as rewards_lib
+from vrrl_jax.tasks.frozenlake import reward as rewards_lib
 from vrrl_jax.rl import filtering as filtering_lib
 from vrrl_jax.rl import loss as loss_lib
 from vrrl_jax.rl import modes as modes_lib
@@ -31,7 +31,7 @@ from vrrl_jax.rl import step as rl_step
 from vrrl_jax.rl import train_state as ts_lib
 from vrrl_jax.sampling import buckets as buckets_lib
 from vrrl_jax.sampling import rollout as rollout_lib
-from vrrl_jax.sft import transcripts as transcripts_lib
+from vrrl_jax.tasks.frozenlake import transcripts as transcripts_lib
 
 
 class ConfigError(ValueError):

@@ -26,11 +26,11 @@ from vrrl_jax import experiment, figures, metrics as metrics_lib
 from vrrl_jax import run_config
 from vrrl_jax.checkpoints.train_checkpoint import TrainCheckpointer
 from vrrl_jax.data import batching, conversation
-from vrrl_jax.data import frozenlake as frozenlake_data
+from vrrl_jax.tasks.frozenlake import data as frozenlake_data
 from vrrl_jax.rl import step as rl_step
 from vrrl_jax.rl import train_state as ts_lib
 from vrrl_jax.sft import step as sft_step_lib
-from vrrl_jax.sft import transcripts as transcripts_lib
+from vrrl_jax.tasks.frozenlake import transcripts as transcripts_lib
 
 log = logging.getLogger(__name__)
 

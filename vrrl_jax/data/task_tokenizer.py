@@ -25,9 +25,9 @@ VOCAB_SIZE = 1024
 
 def task_corpus(n_maps: int = 400, seed: int = 0) -> list[str]:
   """Documents covering every string a FrozenLake conversation contains."""
-  from vrrl_jax.envs.frozenlake import generate, protocol
+  from vrrl_jax.tasks.frozenlake import generate, protocol
   from vrrl_jax.pretrain import tasks as pretrain_tasks
-  from vrrl_jax.sft import transcripts
+  from vrrl_jax.tasks.frozenlake import transcripts
 
   docs = [
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n",
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
   args = parser.parse_args(argv)
   from tokenizers import AddedToken
 
-  from vrrl_jax.envs.frozenlake import protocol
+  from vrrl_jax.tasks.frozenlake import protocol
   from vrrl_jax.pretrain import tasks as pretrain_tasks
 
   tok = tokenizer_lib.build_tokenizer(task_corpus(), vocab_size=args.vocab_size)

@@ -22,7 +22,7 @@ import tqdm
 from vrrl_jax import experiment, gallery, metrics as metrics_lib, run_config, trainer
 from vrrl_jax.checkpoints.train_checkpoint import TrainCheckpointer
 from vrrl_jax.data import conversation
-from vrrl_jax.envs.frozenlake import generate, maps, release_data
+from vrrl_jax.tasks.frozenlake import generate, maps, release_data
 from vrrl_jax.pretrain import export
 from vrrl_jax.pretrain import tasks as tasks_lib
 from vrrl_jax.rl import step as rl_step
@@ -267,7 +267,7 @@ PRETRAIN_KEYS = (
 def validate(config) -> None:
   """The pretraining config, checked before anything is built: the sections a training run shares with it, as
   the training run checks them, plus ``pretrain``."""
-  from vrrl_jax.envs.frozenlake import render
+  from vrrl_jax.tasks.frozenlake import render
 
   run_config.require_keys(
     config,

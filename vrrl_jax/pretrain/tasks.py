@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vrrl_jax.envs.frozenlake import maps, render
+from vrrl_jax.tasks.frozenlake import maps, render
 
 TASKS = ("map", "route")
 QUESTIONS = {

@@ -38,8 +38,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from vrrl_jax.envs.frozenlake import maps
-from vrrl_jax.envs.frozenlake import parse
+from vrrl_jax.tasks.frozenlake import maps
+from vrrl_jax.tasks.frozenlake import parse
 
 WRONG = "wrong"
 RIGHT = "right"

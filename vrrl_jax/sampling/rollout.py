@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from vrrl_jax.data.processor import ChatProcessor
-from vrrl_jax.envs.frozenlake import maps, protocol, render
+from vrrl_jax.tasks.frozenlake import maps, protocol, render
 from vrrl_jax.rl import prefix_buffer as prefix_buffer_lib
 from vrrl_jax.sampling.sampler import LENGTH, STOP, Sampler, SamplingConfig, Segment
 

@@ -26,7 +26,7 @@ import dataclasses
 
 from PIL import Image
 
-from vrrl_jax.envs.frozenlake import maps, parse, render
+from vrrl_jax.tasks.frozenlake import maps, parse, render
 
 TASK_PROMPT = (
   "Task: Frozen Lake Shortest Path Planning\n"

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image
 
-from vrrl_jax.envs.frozenlake import generate, maps, release_data, render
+from vrrl_jax.tasks.frozenlake import generate, maps, release_data, render
 
 SHARED_EVAL_LEVELS = (3, 4, 5, 6)
 TRAIN_SOURCES = ("release", "generated", "both")
@@ -238,8 +238,8 @@ def load_split(
 
 def make_builder(cfg: FrozenLakeDataConfig, data_dir: str):
   """A ``FrozenLakeBuilder`` for ``cfg`` writing array_record files under ``data_dir``."""
-  from vrrl_jax.data import frozenlake_tfds  # tfds import is slow; only pay for it here
+  from vrrl_jax.tasks.frozenlake import tfds_builder  # tfds import is slow; only pay for it here
 
-  return frozenlake_tfds.FrozenLakeBuilder(
-    config=frozenlake_tfds.builder_config(cfg), data_dir=data_dir, file_format="array_record"
+  return tfds_builder.FrozenLakeBuilder(
+    config=tfds_builder.builder_config(cfg), data_dir=data_dir, file_format="array_record"
   )

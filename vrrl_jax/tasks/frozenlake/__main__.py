@@ -1,8 +1,8 @@
 """FrozenLake command line: generate maps, render a gallery, time the renderer.
 
-python -m vrrl_jax.envs.frozenlake generate --level 5 --n 100 --seed 0 --out maps.jsonl --exclude-eval
-python -m vrrl_jax.envs.frozenlake gallery --out docs/gallery
-python -m vrrl_jax.envs.frozenlake bench --level 7
+python -m vrrl_jax.tasks.frozenlake generate --level 5 --n 100 --seed 0 --out maps.jsonl --exclude-eval
+python -m vrrl_jax.tasks.frozenlake gallery --out docs/gallery
+python -m vrrl_jax.tasks.frozenlake bench --level 7
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 import numpy as np
 import tqdm
 
-from vrrl_jax.envs.frozenlake import generate, maps, render
+from vrrl_jax.tasks.frozenlake import generate, maps, render
 
 
 def _generate(args) -> None:
@@ -117,9 +117,9 @@ def _gallery(args) -> None:
   lines = [
     "# FrozenLake render gallery",
     "",
-    "Made by `python -m vrrl_jax.envs.frozenlake gallery --out docs/gallery"
+    "Made by `python -m vrrl_jax.tasks.frozenlake gallery --out docs/gallery"
     f"{'' if args.seed == 0 else f' --seed {args.seed}'}` from seeded generated maps"
-    " (`vrrl_jax/envs/frozenlake/render.py`, styles `default` and `ood`).",
+    " (`vrrl_jax/tasks/frozenlake/render.py`, styles `default` and `ood`).",
     "Routes start at the elf's cell centre, put one vertex per action and end in a star; an off-grid",
     "move adds a phantom cell outside the grid (the canvas grows by that cell) and the elf does not move.",
     "",
@@ -173,7 +173,7 @@ def _bench(args) -> None:
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(
-    prog="python -m vrrl_jax.envs.frozenlake", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    prog="python -m vrrl_jax.tasks.frozenlake", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
   sub = parser.add_subparsers(dest="command", required=True)
 

@@ -39,7 +39,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from vrrl_jax.envs.frozenlake import maps, release_data
+from vrrl_jax.tasks.frozenlake import maps, release_data
 
 MIN_LEVEL, MAX_LEVEL = 3, 12
 # Method-of-moments Beta fit to the 3,000 upstream training-map densities (see module docstring).

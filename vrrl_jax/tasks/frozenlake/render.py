@@ -17,7 +17,7 @@ grid size (upstream's L7 images were raw 64 px/cell gym renders, L3-L6 about 119
   with polygons, round holes, solid red route with a black outline, red star.
 - ``"ood"``: 64 px/cell, pixel-art elf and gift, square holes on white ice, dashed blue route, yellow star.
 
-Speed (median of 200 level-7 feedback renders on one core, ``python -m vrrl_jax.envs.frozenlake bench
+Speed (median of 200 level-7 feedback renders on one core, ``python -m vrrl_jax.tasks.frozenlake bench
 --level 7 --style ...``): 0.9-1.1 ms (default) and 0.5-0.8 ms (ood) per image across runs on a shared
 2-core machine, well under the 5 ms budget, so there is no image cache (only the per-style sprite tiles).
 """
@@ -31,7 +31,7 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw
 
-from vrrl_jax.envs.frozenlake import maps
+from vrrl_jax.tasks.frozenlake import maps
 
 RGB = tuple[int, int, int]
 

@@ -39,7 +39,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from vrrl_jax.envs.frozenlake import maps, parse, protocol, render
+from vrrl_jax.tasks.frozenlake import maps, parse, protocol, render
 
 OFF_GRID = "off_grid"
 HOLE = "hole"

@@ -20,8 +20,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from vrrl_jax.envs.frozenlake import maps
-from vrrl_jax.envs.frozenlake.parse import FINAL, ROUTE, ParsedTurn, parse_turn
+from vrrl_jax.tasks.frozenlake import maps
+from vrrl_jax.tasks.frozenlake.parse import FINAL, ROUTE, ParsedTurn, parse_turn
 
 # Upstream's metric keys, in upstream's order.
 METRIC_KEYS = (

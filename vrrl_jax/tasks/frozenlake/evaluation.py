@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterable, Sequence
 
-from vrrl_jax.envs.frozenlake import maps, parse, protocol
+from vrrl_jax.tasks.frozenlake import maps, parse, protocol
 
 TOKEN_BUDGET = "length"  # the rollout's finish reason when the sequence budget ran out before the episode ended
 FINISH_REASONS = protocol.DONE_REASONS + (TOKEN_BUDGET,)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from vrrl_jax.envs.frozenlake.maps import MOVES
+from vrrl_jax.tasks.frozenlake.maps import MOVES
 
 ROUTE = "route"
 FINAL = "final"

@@ -14,7 +14,7 @@ import json
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vrrl_jax.data import frozenlake
+from vrrl_jax.tasks.frozenlake import data as frozenlake
 
 
 @dataclasses.dataclass(eq=False)

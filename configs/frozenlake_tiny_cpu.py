@@ -17,6 +17,7 @@ from vrrl_jax.pretrain import TINY_VLM_DIR
 
 def get_config():
   c = ml_collections.ConfigDict()
+  c.task = "frozenlake"  # vrrl_jax.tasks.<task>: data, episodes, reward, SFT transcripts, eval metrics
   c.seed = 0
 
   # Model: a Hugging Face config.json dict (token ids are filled in from the tokenizer when left None) and/or

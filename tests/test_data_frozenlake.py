@@ -6,6 +6,7 @@ import pytest
 from vrrl_jax.tasks.frozenlake import release_data
 from vrrl_jax.tasks.frozenlake import data as fl
 from vrrl_jax.tasks.frozenlake import maps, render
+from vrrl_jax.tasks.frozenlake import tfds_builder
 
 
 def _cfg(**kw):
@@ -60,7 +61,7 @@ def test_tfds_path_reads_the_same_records(tmp_path):
   cfg = _cfg(max_per_split=4, generated_eval_per_level=4)
   for split in ("train", "eval_L3", "eval_L7"):
     mem = fl.load_split(split, cfg)
-    tf = fl.load_split(split, cfg, source="tfds", data_dir=str(tmp_path))
+    tf = tfds_builder.load_split(split, cfg, str(tmp_path))
     assert sorted(e.map_id for e in mem) == sorted(e.map_id for e in tf)
     by_id = {e.map_id: e for e in tf}
     for e in mem:

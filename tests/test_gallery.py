@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from vrrl_jax import gallery
+from vrrl_jax.tasks import frozenlake
 from vrrl_jax.tasks.frozenlake.reward import RewardConfig, score_turns
 from vrrl_jax.tasks.frozenlake import transcripts
 
@@ -67,7 +68,7 @@ def _episode(seed, kinds, map_id, mode="normal"):
   return {
     "map_id": map_id,
     "level": 3,
-    "spec": SPEC,
+    "description": frozenlake.describe(SPEC),
     "map_image": t.map_image,
     "turns": list(t.turns),
     "feedback_images": list(t.feedback_images),
@@ -85,7 +86,7 @@ def _evil_episode():
   return {
     "map_id": '<img src=x onerror="alert(1)">',
     "level": 3,
-    "spec": SPEC,
+    "description": frozenlake.describe(SPEC),
     "map_image": np.zeros((30, 40, 3), np.uint8) + 200,
     "turns": turns,
     "feedback_images": [feedback, None],
@@ -115,6 +116,8 @@ def test_gallery_shows_every_turn_and_image(tmp_path):
     for turn in ep["turns"]:
       assert html.escape(turn, quote=True) in text
       assert turn in page.pres  # the browser shows the original text
+  # The task's description of each question is on its card: the FrozenLake layout, start, goal, shortest route.
+  assert "SFH\nFHF\nFFG\nstart 0, goal 8, shortest route 4" in page.pres
   # Injection attempts stay text.
   assert "script" not in page.tags and "<script>" not in text and "<b>" not in text
   assert page.tags.count("img") == len(expected)
@@ -167,7 +170,7 @@ def test_summary_mean_row(tmp_path):
     (lambda ep: ep.update(map_image=np.zeros((4, 4, 2), np.uint8)), "shape"),
     (lambda ep: ep.update(turns="<ANSWER>up</ANSWER>"), "list of strings"),
     (lambda ep: ep.update(metrics={"x": [1, 2]}), "metric 'x'"),
-    (lambda ep: ep.update(spec={"layout": ["SF"], "start_pos": 0, "target_pos": 1}), "square"),
+    (lambda ep: ep.update(description=None), "description must be a string"),
   ],
 )
 def test_bad_episodes_raise(tmp_path, change, match):

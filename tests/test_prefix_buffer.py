@@ -4,10 +4,12 @@ frozenlake_prefix_buffer.py / _collect_buffer_entries), the collection rule, che
 Expected values are derived in each test from the rule it checks, never printed from the code."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 
+from vrrl_jax.tasks import frozenlake
 from vrrl_jax.tasks.frozenlake import maps
 from vrrl_jax.rl import prefix_buffer as pb
 
@@ -24,7 +26,7 @@ def _image(seed: int, shape=(6, 5, 3)) -> np.ndarray:
 
 def _entry(q: int, turns: int = 1, prefix_type: str = "wrong", step: int = 0) -> pb.PrefixEntry:
   return pb.PrefixEntry(
-    spec=_spec(q),
+    spec=maps.parse_spec(_spec(q)),
     prefix_type=prefix_type,
     collection_step=step,
     prompt_text=f"prompt {q}",
@@ -39,7 +41,7 @@ def _entry(q: int, turns: int = 1, prefix_type: str = "wrong", step: int = 0) ->
 def _buffer(**overrides) -> pb.PrefixBuffer:
   config = dict(min_size=1)
   config.update(overrides)
-  return pb.PrefixBuffer(pb.PrefixBufferConfig(**config), seed=0)
+  return pb.PrefixBuffer(pb.PrefixBufferConfig(**config), seed=0, task=frozenlake)
 
 
 def _ids(entries) -> list[int]:
@@ -88,9 +90,9 @@ def test_config_rejects_bad_values(bad):
 
 def test_buffer_rejects_bad_seed_and_config():
   with pytest.raises(ValueError, match="seed"):
-    pb.PrefixBuffer(pb.PrefixBufferConfig(), seed=-1)
+    pb.PrefixBuffer(pb.PrefixBufferConfig(), seed=-1, task=frozenlake)
   with pytest.raises(ValueError, match="PrefixBufferConfig"):
-    pb.PrefixBuffer({"capacity": 5}, seed=0)
+    pb.PrefixBuffer({"capacity": 5}, seed=0, task=frozenlake)
 
 
 def test_entry_rejects_non_uint8_images_and_missing_feedback():
@@ -265,7 +267,9 @@ def test_stratification_starts_at_a_uniform_turn_count():
 def test_stratification_moves_on_when_a_turn_count_runs_out():
   # One 1-turn entry, three 2-turn entries and three 3-turn entries: after the 1-turn entry is taken,
   # the round robin continues with the next count in cyclic order and alternates over the rest.
-  buffer = pb.PrefixBuffer(pb.PrefixBufferConfig(min_size=1, wrong_ratio=1.0, resample="epoch"), seed=3)
+  buffer = pb.PrefixBuffer(
+    pb.PrefixBufferConfig(min_size=1, wrong_ratio=1.0, resample="epoch"), seed=3, task=frozenlake
+  )
   for q, turns in enumerate([1, 2, 2, 2, 3, 3, 3]):
     buffer.add(_entry(q, turns))
   expected = {1: [1, 2, 3, 2, 3, 2, 3], 2: [2, 3, 1, 2, 3, 2, 3], 3: [3, 1, 2, 3, 2, 3, 2]}
@@ -438,9 +442,9 @@ def test_collect_rejects_malformed_input():
 # ---- checkpointing -----------------------------------------------------------------------------------
 
 
-def _filled_buffer(seed=11) -> pb.PrefixBuffer:
+def _filled_buffer(seed=11, task=frozenlake) -> pb.PrefixBuffer:
   config = pb.PrefixBufferConfig(capacity=30, min_size=4, resample="epoch", max_route_turns=3)
-  buffer = pb.PrefixBuffer(config, seed=seed)
+  buffer = pb.PrefixBuffer(config, seed=seed, task=frozenlake)
   for q in range(24):
     entry = _entry(q % 15, turns=1 + q % 3, prefix_type="wrong" if q % 4 else "right", step=q // 4)
     buffer.add(dataclasses.replace(entry, prompt_text=f"café → {q}", map_image=_image(q, (5 + q % 3, 4, 3))))
@@ -485,20 +489,20 @@ def _assert_same_entries(a: pb.PrefixBuffer, b: pb.PrefixBuffer):
 def test_state_dict_restores_the_same_future_samples():
   original = _filled_buffer()
   state = original.state_dict()
-  restored = pb.PrefixBuffer(original.config, seed=12345)  # a different seed: the state must win
+  restored = pb.PrefixBuffer(original.config, seed=12345, task=frozenlake)  # a different seed: the state must win
   restored.load_state_dict(state)
   _assert_same_entries(original, restored)
   assert restored.stats() == original.stats()
   assert _future(restored) == _future(original)
   # The comparison is sensitive to the generator: another generator state changes the future.
-  other_rng = dict(state, rng_state=pb.PrefixBuffer(original.config, seed=7).state_dict()["rng_state"])
-  reseeded = pb.PrefixBuffer(original.config, seed=0)
+  other_rng = dict(state, rng_state=pb.PrefixBuffer(original.config, seed=7, task=frozenlake).state_dict()["rng_state"])
+  reseeded = pb.PrefixBuffer(original.config, seed=0, task=frozenlake)
   reseeded.load_state_dict(other_rng)
   assert _future(reseeded) != _future(_restored_copy(state, original.config))
 
 
 def _restored_copy(state, config):
-  buffer = pb.PrefixBuffer(config, seed=0)
+  buffer = pb.PrefixBuffer(config, seed=0, task=frozenlake)
   buffer.load_state_dict(state)
   return buffer
 
@@ -511,7 +515,7 @@ def test_identical_images_are_stored_once():
   entries_state = buffer.state_dict()["entries"]
   assert entries_state["image_shapes"].shape == (3, 3)  # three distinct images
   np.testing.assert_array_equal(entries_state["image_index"], [0, 1, 0, 1, 2])
-  loaded = pb.PrefixBuffer(buffer.config, seed=0)
+  loaded = pb.PrefixBuffer(buffer.config, seed=0, task=frozenlake)
   loaded.load_state_dict(buffer.state_dict())
   assert loaded.entries[0].map_image is loaded.entries[1].map_image
   np.testing.assert_array_equal(loaded.entries[1].feedback_images[1], _image(1001))
@@ -531,11 +535,46 @@ def test_state_dict_is_plain_numpy_and_ints():
   check(_buffer().state_dict())
 
 
+def _as_version_1(state: dict) -> dict:
+  """The same buffer as the pre-seam format wrote it: each entry's strings led by the FrozenLake layout (rows
+  joined), with start_pos/target_pos columns, version 1."""
+  entries = dict(state["entries"])
+  lengths = entries["string_lengths"].astype(np.int64)
+  raw = entries["string_bytes"].tobytes()
+  ends = np.cumsum(lengths)
+  strings = [raw[e - n : e].decode() for e, n in zip(ends, lengths)]
+  turns = entries["num_route_turns"]
+  starts = np.concatenate([[0], np.cumsum(3 + 2 * turns)[:-1]])
+  specs = []
+  for first in starts:
+    spec = json.loads(strings[first])
+    specs.append(spec)
+    strings[first] = "".join("".join(row) for row in spec["layout"])
+  encoded = [x.encode() for x in strings]
+  entries.update(
+    string_bytes=np.frombuffer(b"".join(encoded), np.uint8).copy(),
+    string_lengths=np.array([len(b) for b in encoded], np.int32),
+    start_pos=np.array([sp["start_pos"] for sp in specs], np.int32),
+    target_pos=np.array([sp["target_pos"] for sp in specs], np.int32),
+  )
+  return dict(state, version=1, entries=entries)
+
+
+def test_buffers_written_before_the_task_seam_still_load():
+  original = _filled_buffer()
+  loaded = pb.PrefixBuffer(original.config, seed=0, task=frozenlake)
+  loaded.load_state_dict(_as_version_1(original.state_dict()))
+  _assert_same_entries(original, loaded)
+  assert _future(loaded) == _future(original)
+  empty = pb.PrefixBuffer(original.config, seed=3, task=frozenlake).state_dict()
+  pb.PrefixBuffer(original.config, seed=0, task=frozenlake).load_state_dict(dict(empty, version=1))
+
+
 def test_save_and_load_npz_round_trip(tmp_path):
   original = _filled_buffer()
   path = tmp_path / "buffer.npz"
   original.save(path)
-  loaded = pb.PrefixBuffer(original.config, seed=0)
+  loaded = pb.PrefixBuffer(original.config, seed=0, task=frozenlake)
   loaded.load(path)
   _assert_same_entries(original, loaded)
   assert _future(loaded) == _future(original)
@@ -546,7 +585,7 @@ def test_save_and_load_npz_round_trip(tmp_path):
 def test_empty_buffer_round_trips(tmp_path):
   empty = _buffer()
   empty.save(tmp_path / "empty.npz")
-  loaded = pb.PrefixBuffer(empty.config, seed=5)
+  loaded = pb.PrefixBuffer(empty.config, seed=5, task=frozenlake)
   loaded.load(tmp_path / "empty.npz")
   assert len(loaded) == 0
   np.testing.assert_array_equal(loaded.state_dict()["rng_state"], empty.state_dict()["rng_state"])
@@ -559,7 +598,7 @@ def test_orbax_round_trip(tmp_path):
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(tmp_path / "ckpt", original.state_dict())
   checkpointer.wait_until_finished()
-  loaded = pb.PrefixBuffer(original.config, seed=0)
+  loaded = pb.PrefixBuffer(original.config, seed=0, task=frozenlake)
   loaded.load_state_dict(checkpointer.restore(tmp_path / "ckpt"))
   _assert_same_entries(original, loaded)
   assert _future(loaded) == _future(original)
@@ -568,11 +607,11 @@ def test_orbax_round_trip(tmp_path):
 def test_load_rejects_state_that_breaks_the_config():
   state = _filled_buffer().state_dict()  # 24 entries over 15 questions, two for some
   with pytest.raises(ValueError, match="capacity"):
-    pb.PrefixBuffer(pb.PrefixBufferConfig(capacity=10, min_size=1), seed=0).load_state_dict(state)
+    pb.PrefixBuffer(pb.PrefixBufferConfig(capacity=10, min_size=1), seed=0, task=frozenlake).load_state_dict(state)
   with pytest.raises(ValueError, match="max_per_question"):
-    pb.PrefixBuffer(pb.PrefixBufferConfig(max_per_question=1), seed=0).load_state_dict(state)
+    pb.PrefixBuffer(pb.PrefixBufferConfig(max_per_question=1), seed=0, task=frozenlake).load_state_dict(state)
   with pytest.raises(ValueError, match="version"):
-    pb.PrefixBuffer(pb.PrefixBufferConfig(), seed=0).load_state_dict(dict(state, version=99))
+    pb.PrefixBuffer(pb.PrefixBufferConfig(), seed=0, task=frozenlake).load_state_dict(dict(state, version=99))
 
 
 # ---- logging -----------------------------------------------------------------------------------------
@@ -646,3 +685,17 @@ def test_rollout_slice_metrics_by_hand():
     pb.rollout_slice_metrics([True], [None], {"em": [1.0]})
   with pytest.raises(ValueError, match="values for 2 rollouts"):
     pb.rollout_slice_metrics([False, False], [None, None], {"em": [1.0]})
+
+
+def test_text_only_feedback_turns_are_stored_and_restored():
+  """A task may answer a turn with text alone (grounding: an off-image point); the entry keeps None there."""
+  buffer = _buffer(capacity=4, min_size=1)
+  entry = dataclasses.replace(_entry(3, turns=2), feedback_images=(None, _image(7)), feedback_texts=("x is out", ""))
+  buffer.add(entry)
+  assert buffer.entries[0].feedback_images[0] is None
+  loaded = pb.PrefixBuffer(buffer.config, seed=0, task=frozenlake)
+  loaded.load_state_dict(buffer.state_dict())
+  (restored,) = loaded.entries
+  assert restored.feedback_images[0] is None and restored.feedback_texts == ("x is out", "")
+  np.testing.assert_array_equal(restored.feedback_images[1], _image(7))
+  np.testing.assert_array_equal(restored.map_image, entry.map_image)

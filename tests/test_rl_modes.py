@@ -43,7 +43,8 @@ def test_mode_frequencies(weights, can_sample, probabilities):
   if support.sum() > 1:
     stat = chi_square(counts[support], probabilities[support])
     assert stat < CHI2_CRITICAL_P001[int(support.sum()) - 1], (counts, stat)
-  np.testing.assert_allclose(list(modes.mode_probabilities(cfg, can_sample).values()), probabilities)
+  # random_init (a task's injected roll-in) is off unless weighted.
+  np.testing.assert_allclose(list(modes.mode_probabilities(cfg, can_sample).values()), [*probabilities, 0.0])
 
 
 def test_draws_are_reproducible_from_the_seed():
@@ -189,6 +190,31 @@ def test_buffer_prefix_masking(mask_prefix):
   if mask_prefix:
     assert mask[2].sum() == 0  # nothing new was generated: no loss at all
   assert modes.ModeConfig().mask_buffer_prefix  # default: the replayed prefix carries no loss
+
+
+@pytest.mark.parametrize("mask_prefix", [True, False])
+def test_injected_roll_in_turns_never_carry_loss(mask_prefix):
+  rng = np.random.default_rng(9)
+  assistant, turn_index, turns = build_batch(rng, [3, 2, 3])
+  sample_modes = ["random_init", "random_init", NORMAL]
+  cfg = modes.ModeConfig(mask_buffer_prefix=mask_prefix)
+  mask, start = modes.loss_mask(
+    assistant, turn_index, turns, sample_modes, np.array([1, 1, 0]), cfg, np.random.default_rng(0)
+  )
+  # The injected first turn is not the policy's sample: masked whatever mask_buffer_prefix says.
+  np.testing.assert_array_equal(mask, reference_mask(assistant, turn_index, np.array([1, 1, 0])))
+  np.testing.assert_array_equal(start, [1, 1, 0])
+  assert modes.start_turn_metrics(start, np.array(sample_modes))["random_restart/avg_start_turn"] == 0.0
+
+
+def test_random_init_mode_is_drawn_only_when_weighted():
+  cfg = modes.ModeConfig(normal_weight=1.0, random_start_weight=0.0, prefix_buffer_weight=0.0, random_init_weight=3.0)
+  drawn = modes.draw_modes(4000, cfg, True, np.random.default_rng(1))
+  share = float(np.mean(drawn == "random_init"))
+  assert abs(share - 0.75) < 0.03, share
+  # Off by default; with weight 0 the draws are the three-mode draws exactly (FrozenLake runs unchanged).
+  three = modes.draw_modes(500, modes.ModeConfig(), True, np.random.default_rng(2))
+  assert "random_init" not in set(three.tolist())
 
 
 def test_masking_is_reproducible_and_does_not_modify_input():

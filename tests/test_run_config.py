@@ -72,8 +72,9 @@ BAD_VALUES = [
   ("rl.filter.low", 0.995, r"config\.rl\.filter: FilterConfig\.low=0\.995 must be < high"),
   ("rl.reward.lambda_deg", float("inf"), r"config\.rl\.reward: .*lambda_deg"),
   ("sampler.min_batch", 0, r"config\.sampler: sampler bucket min_batch must be an int >= 1"),
-  ("eval.levels", (3, 9), r"config\.eval\.levels: level 9 has no eval split"),
-  ("eval.maps_per_level", 0, r"config\.eval\.maps_per_level=0"),
+  ("task", "chess", r"config\.task: unknown task .chess.: there is no package vrrl_jax\.tasks\.chess"),
+  ("eval.levels", (3, 9), r"config\.eval: levels: level 9 has no eval split"),
+  ("eval.maps_per_level", 0, r"config\.eval: maps_per_level must be a positive int, got 0"),
   ("eval.before_rl", "yes", r"config\.eval\.before_rl='yes'"),
   ("eval.gallery_episodes", -1, r"config\.eval\.gallery_episodes=-1"),
   ("checkpoint.every", 0, r"config\.checkpoint\.every=0: must be an int >= 1"),
@@ -123,7 +124,8 @@ def test_an_unknown_key_is_refused(section, key):
 
 
 @pytest.mark.parametrize(
-  "path", ["rl.loss", "rl.samples_per_prompt", "eval.levels", "checkpoint", "optimizer.b1", "rl.random_start_turn_min"]
+  "path",
+  ["task", "rl.loss", "rl.samples_per_prompt", "eval.levels", "checkpoint", "optimizer.b1", "rl.random_start_turn_min"],
 )
 def test_a_missing_key_is_named(path):
   config = tiny()

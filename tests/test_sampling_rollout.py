@@ -16,6 +16,7 @@ import pytest
 import qwen_tiny as qt
 from vrrl_jax.data import processor as processor_lib
 from vrrl_jax.data import tokenizer as tokenizer_lib
+from vrrl_jax.tasks import frozenlake
 from vrrl_jax.tasks.frozenlake import maps, parse, protocol, render
 from vrrl_jax.models import Qwen25VLConfig, abstract_params, prepare_inputs
 from vrrl_jax.tasks.frozenlake.reward import METRIC_KEYS, score_turns
@@ -149,11 +150,11 @@ def check_trajectory(chat, trajectory, forced_opening, max_turns):
   np.testing.assert_allclose(trajectory.log_probs[sampled], np.array([0.0] + expected)[sampled], atol=1e-4)
   # Finish reason agrees with the last turn.
   last = parse.parse_turn(trajectory.turns[-1])
-  if trajectory.finish_reason == rollout_lib.FINAL:
+  if trajectory.finish_reason == protocol.FINAL:
     assert last.is_final and last.ok
-  elif trajectory.finish_reason == rollout_lib.FORMAT_ERROR:
+  elif trajectory.finish_reason == protocol.FORMAT_ERROR:
     assert not last.ok
-  elif trajectory.finish_reason == rollout_lib.MAX_TURNS:
+  elif trajectory.finish_reason == protocol.MAX_TURNS:
     assert last.is_route and last.ok and trajectory.num_turns == max_turns
   else:
     assert trajectory.finish_reason == rollout_lib.TOKEN_BUDGET and last.is_route and last.ok
@@ -182,7 +183,16 @@ def test_rollout_plays_episodes_with_prefixes_and_forced_openings(setup):
   config = rollout_lib.RolloutConfig(max_turns=3, max_new_tokens=16)
   n = 4
   trajectories = rollout_lib.rollout(
-    sampler, chat, params, specs, n, prefixes=prefixes, forced_openings=openings, config=config, rng=jax.random.key(3)
+    frozenlake,
+    sampler,
+    chat,
+    params,
+    specs,
+    n,
+    prefixes=prefixes,
+    forced_openings=openings,
+    config=config,
+    rng=jax.random.key(3),
   )
   assert len(trajectories) == len(specs) * n
   reasons = [t.finish_reason for t in trajectories]
@@ -190,7 +200,7 @@ def test_rollout_plays_episodes_with_prefixes_and_forced_openings(setup):
     f"[rollout] finish reasons {reasons}, turns {[t.num_turns for t in trajectories]}, "
     f"programs {sampler.compile_log.counts}"
   )
-  assert {rollout_lib.FINAL, rollout_lib.FORMAT_ERROR, rollout_lib.MAX_TURNS} <= set(reasons)
+  assert {protocol.FINAL, protocol.FORMAT_ERROR, protocol.MAX_TURNS} <= set(reasons)
   for s, trajectory in enumerate(trajectories):
     question = s // n
     assert trajectory.prompt_index == question
@@ -201,7 +211,7 @@ def test_rollout_plays_episodes_with_prefixes_and_forced_openings(setup):
     else:
       # Replayed: the prefix's own map, its route turn counted, then a forced "<THINK>" the model closes at once.
       assert trajectory.num_prefix_turns == 1 and trajectory.spec == spec
-      assert trajectory.turns == (ROUTE, "<THINK>") and trajectory.finish_reason == rollout_lib.FORMAT_ERROR
+      assert trajectory.turns == (ROUTE, "<THINK>") and trajectory.finish_reason == protocol.FORMAT_ERROR
       assert trajectory.buffer_episode("prefix_buffer").assistant_texts == trajectory.turns
 
   # One trainer forward can take the padded batch: image tokens and images agree.
@@ -227,9 +237,11 @@ def test_token_budgets(setup):
     ]
   )["input_ids"].shape[1]
   config = rollout_lib.RolloutConfig(max_turns=3, max_new_tokens=5, max_sequence_len=prompt_length + 40)
-  trajectories = rollout_lib.rollout(sampler, chat, params, SPECS[:1], 8, config=config, rng=jax.random.key(0))
+  trajectories = rollout_lib.rollout(
+    frozenlake, sampler, chat, params, SPECS[:1], 8, config=config, rng=jax.random.key(0)
+  )
   reasons = {t.finish_reason for t in trajectories}
-  assert reasons <= {rollout_lib.FINAL, rollout_lib.FORMAT_ERROR, rollout_lib.TOKEN_BUDGET}
+  assert reasons <= {protocol.FINAL, protocol.FORMAT_ERROR, rollout_lib.TOKEN_BUDGET}
   assert rollout_lib.TOKEN_BUDGET in reasons
   for trajectory in trajectories:
     check_trajectory(chat, trajectory, None, config.max_turns)

@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pytest
 
+from vrrl_jax.tasks import frozenlake
 from vrrl_jax.tasks.frozenlake import release_data
 from vrrl_jax.tasks.frozenlake import generate, maps, parse, protocol, render
 from vrrl_jax.tasks.frozenlake.reward import RewardConfig, score_turns
@@ -324,7 +325,7 @@ def test_trainer_can_leave_wrong_routes_out_of_the_loss(train_specs, task_proces
   from vrrl_jax import trainer
 
   proc = task_processor
-  exp = types.SimpleNamespace(processor=proc)
+  exp = types.SimpleNamespace(processor=proc, task=frozenlake)
   tcfg = transcripts.TranscriptConfig(p_correct_first=0.3, max_wrong_routes=2, p_another_wrong=0.5)
   full = trainer.sft_rows(exp, train_specs, np.random.default_rng(5), 12, tcfg)
   masked = trainer.sft_rows(exp, train_specs, np.random.default_rng(5), 12, tcfg, wrong_route_loss=False)

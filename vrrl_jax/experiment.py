@@ -16,6 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from vrrl_jax import tasks
 from vrrl_jax.data import processor as processor_lib
 from vrrl_jax.data import task_tokenizer
 from vrrl_jax.data import tokenizer as tokenizer_lib
@@ -36,6 +37,7 @@ class Experiment:
   token_ids: tokenizer_lib.SpecialTokenIds
   mesh: jax.sharding.Mesh
   rules: tuple
+  task: Any  # the task package config.task names (vrrl_jax.tasks.Task); None for pretraining
 
 
 def load_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
@@ -210,6 +212,8 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     token_ids=token_ids,
     mesh=mesh,
     rules=rules_lib.DEFAULT_RULES,
+    # Runs that play a task name it (run_config.validate requires config.task); pretraining plays none.
+    task=tasks.load(config.task) if config.get("task") is not None else None,
   )
 
 

@@ -3,14 +3,15 @@
 ``write_gallery(path_html, episodes)`` writes a single file with every image embedded as a base64 PNG
 ``data:`` URI, so the page can be copied off a training host and opened anywhere with nothing beside it.
 At the top a summary table (one row per episode, linking to its card, plus the mean of each numeric
-metric over the episodes shown); below, one card per episode: the map image and layout, each assistant
+metric over the episodes shown); below, one card per episode: the question's image and description, each assistant
 turn's text followed by the feedback image the environment showed after it, and the reward metrics.
 All text from episodes (turns, ids, modes, metric names) is HTML-escaped: model output is untrusted.
 
 An episode is a mapping with:
 
-- ``map_id`` (str), ``level`` (int), ``mode`` (str: the rollout mode, e.g. ``normal``/``prefix_buffer``);
-- ``spec``: the map spec (mapping or ``MapSpec``);
+- ``map_id`` (str), ``level`` (the task's group, e.g. a FrozenLake level), ``mode`` (str: the rollout mode, e.g.
+  ``normal``/``prefix_buffer``);
+- ``description``: the question as text (the task's ``describe(spec)``, e.g. a map's layout);
 - ``map_image``: PIL image or uint8 array (``[H, W]``, ``[H, W, 3]`` or ``[H, W, 4]``);
 - ``turns``: the assistant turn texts;
 - ``feedback_images``: the image shown after each turn, aligned with ``turns`` (``None`` where there was
@@ -31,10 +32,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from vrrl_jax.tasks.frozenlake import maps
 from vrrl_jax.metrics import format_value
 
-REQUIRED_KEYS = ("map_id", "level", "spec", "map_image", "turns", "feedback_images", "metrics", "mode")
+REQUIRED_KEYS = ("map_id", "level", "description", "map_image", "turns", "feedback_images", "metrics", "mode")
 DEFAULT_MAX_EPISODES = 64
 
 _CSS = """
@@ -117,7 +117,7 @@ def _check_episode(index: int, episode: Any) -> dict[str, Any]:
     "map_id": episode["map_id"],
     "level": episode["level"],
     "mode": episode["mode"],
-    "spec": maps.parse_spec(episode["spec"]),
+    "description": _checked_description(index, episode["description"]),
     "map_image": _to_pil(episode["map_image"], f"episode {index} map_image"),
     "turns": list(turns),
     "feedback_images": [
@@ -125,6 +125,12 @@ def _check_episode(index: int, episode: Any) -> dict[str, Any]:
     ],
     "metrics": dict(metrics),
   }
+
+
+def _checked_description(index: int, description: Any) -> str:
+  if not isinstance(description, str):
+    raise ValueError(f"episode {index}: description must be a string, got {type(description).__name__}")
+  return description
 
 
 def _summary(episodes: list[dict[str, Any]], total: int) -> list[str]:
@@ -154,16 +160,12 @@ def _summary(episodes: list[dict[str, Any]], total: int) -> list[str]:
 
 
 def _card(i: int, ep: dict[str, Any]) -> list[str]:
-  spec = ep["spec"]
-  n_opt = maps.shortest_path_len(spec)
-  layout = "\n".join(spec.layout)
   out = [
     f'<section class="card" id="ep-{i}">',
     f"<h2>#{i} {_esc(ep['map_id'])} (level {_esc(ep['level'])}, mode {_esc(ep['mode'])})</h2>",
     '<div class="row">',
     _img_tag(ep["map_image"], f"map {ep['map_id']}"),
-    f"<pre>{_esc(layout)}\nstart {spec.start_pos}, goal {spec.target_pos}, "
-    f"shortest route {'none' if n_opt is None else n_opt}</pre>",
+    f"<pre>{_esc(ep['description'])}</pre>",
     "</div>",
   ]
   for t, (text, image) in enumerate(zip(ep["turns"], ep["feedback_images"])):

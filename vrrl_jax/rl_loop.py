@@ -1,8 +1,8 @@
 """The VRRL RL phase (VRRL_SPEC sections 3-4), one step per loop iteration, in the spec's order:
 
   1. draw B prompts and one rollout mode per prompt (normal / random_start / prefix_buffer); buffer entries
-  2. multi-turn rollout of n samples per prompt (the batched sampler; feedback images rendered on the host)
-  3. rewards; online filtering of groups without signal, refilled up to a try limit (never fatal)
+  2. multi-turn rollout of n samples per prompt (the batched sampler; the task's environment answers on the host)
+  3. the task's rewards; online filtering of groups without signal, refilled up to a try limit (never fatal)
   4. collect new buffer entries; advance the buffer's step
   5. old-policy and reference log-probs (jitted, chunked over the sequence)
   6. GRPO advantages
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import pathlib
 import time
 from typing import Sequence
 
@@ -27,9 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from vrrl_jax import experiment, figures, run_config
+from vrrl_jax import experiment, run_config
 from vrrl_jax.data import batching
-from vrrl_jax.tasks.frozenlake import reward as rewards_lib
 from vrrl_jax.rl import advantages as advantages_lib
 from vrrl_jax.rl import filtering as filtering_lib
 from vrrl_jax.rl import modes as modes_lib
@@ -42,15 +40,12 @@ from vrrl_jax.sampling import rollout as rollout_lib
 log = logging.getLogger(__name__)
 
 RL_TAG, DATA_TAG = 2, 3
-# The eval galleries link the run's figure (written when the run ends: figures.run_figure).
-FIGURE_LINK = (
-  ("the run at a glance: training reward per RL step, eval optimal_rate per level", f"../{figures.FIGURE_FILE}"),
-)
-FORCED_THINK = "<THINK>"
 
 
-def make_buffer(config) -> buffer_lib.PrefixBuffer:
-  return buffer_lib.PrefixBuffer(run_config.buffer_config(config), seed=int(config.seed) + 17)
+def make_buffer(task, config) -> buffer_lib.PrefixBuffer:
+  return buffer_lib.PrefixBuffer(
+    run_config.buffer_config(config), seed=int(config.seed) + 17, task=task, task_options=task.episode_options(config)
+  )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -84,7 +79,7 @@ def draw_groups(
   progress,
   rng: np.random.Generator,
   key,
-  reward_config: rewards_lib.RewardConfig,
+  reward_config,
   timings: dict | None = None,
 ) -> list[Group]:
   """Steps 1-3 of one draw: prompts, modes, buffer entries, rollout, rewards. Seconds spent scoring are added to
@@ -100,16 +95,22 @@ def draw_groups(
   want = int(np.sum(modes == buffer_lib.MODE_PREFIX_BUFFER))
   entries = buffer.sample(want) if want else []
   modes = modes_lib.demote_unserved_buffer_questions(modes, len(entries))
-  specs, prefixes, openings, entry_iter = [], [], [], iter(entries)
-  for q, i in enumerate(idx):
-    entry = next(entry_iter) if modes[q] == buffer_lib.MODE_PREFIX_BUFFER else None
-    specs.append(examples[int(i)].spec if entry is None else entry.spec)
-    prefixes.append(entry)
-    openings.append(FORCED_THINK if entry is not None and entry.is_wrong else None)
   styles = {examples[int(i)].style for i in idx}  # feedback images in the style the map images were drawn in
   if len(styles) != 1:
     raise ValueError(f"training examples mix render styles {sorted(styles)}; one rollout batch needs one")
+  style = styles.pop()
+  rollout_config = run_config.rollout_config(config, style=style)
+  specs, prefixes, openings, entry_iter = [], [], [], iter(entries)
+  for q, i in enumerate(idx):
+    entry = next(entry_iter) if modes[q] == buffer_lib.MODE_PREFIX_BUFFER else None
+    if modes[q] == buffer_lib.MODE_RANDOM_INIT:
+      entry = injected_roll_in(exp.task, examples[int(i)].spec, rollout_config, rng, progress.global_step)
+    specs.append(examples[int(i)].spec if entry is None else entry.spec)
+    prefixes.append(entry)
+    buffered_wrong = modes[q] == buffer_lib.MODE_PREFIX_BUFFER and entry.is_wrong
+    openings.append(exp.task.REVISION_OPENING if buffered_wrong else None)
   trajectories = rollout_lib.rollout(
+    exp.task,
     sampler,
     exp.processor,
     params,
@@ -117,26 +118,47 @@ def draw_groups(
     n,
     prefixes=prefixes,
     forced_openings=openings,
-    config=run_config.rollout_config(config, style=styles.pop()),
+    config=rollout_config,
     rng=key,
   )
   t0 = time.perf_counter()
   groups = []
   for q in range(num_q):
     samples = trajectories[q * n : (q + 1) * n]
-    entry = prefixes[q]
-    fields = [
-      rewards_lib.BufferFields(
-        is_prefix_buffer_rollout=entry is not None,
-        prefix_buffer_type=entry.prefix_type if entry is not None else None,
-        prefix_buffer_num_turns=entry.num_route_turns if entry is not None else 0,
-      )
-    ] * n
-    scores = rewards_lib.score_batch([t.turns for t in samples], [t.spec for t in samples], reward_config, fields)
+    entry = prefixes[q] if modes[q] == buffer_lib.MODE_PREFIX_BUFFER else None
+    fields = {
+      "is_prefix_buffer_rollout": [entry is not None] * n,
+      "prefix_buffer_type": [entry.prefix_type if entry is not None else None] * n,
+      "prefix_buffer_num_turns": [entry.num_route_turns if entry is not None else 0] * n,
+    }
+    scores = exp.task.score_batch([t.turns for t in samples], [t.spec for t in samples], reward_config, fields)
     groups.append(Group(str(modes[q]), samples, scores))
   if timings is not None:
     timings["reward"] = timings.get("reward", 0.0) + time.perf_counter() - t0
   return groups
+
+
+def injected_roll_in(task, spec, rollout_config, rng: np.random.Generator, step: int) -> buffer_lib.PrefixEntry:
+  """A ``random_init`` question's prefix: the task's injected first turn and the environment's answer to it, as a
+  one-turn prefix the rollout replays (its turn carries no loss: ``modes.loss_mask``)."""
+  options = dict(rollout_config.episode_options)
+  episode = task.new_episode(spec, max_turns=rollout_config.max_turns, style=rollout_config.style, **options)
+  prompt_text, image = episode.first_prompt()
+  text = task.random_init_turn(spec, rng, **options)
+  answer = episode.step(text)
+  if answer.done:
+    raise ValueError(f"the task's injected roll-in ended the episode ({answer.reason}): {text!r}")
+  return buffer_lib.PrefixEntry(
+    spec=task.parse_spec(spec),
+    prefix_type=buffer_lib.WRONG,
+    collection_step=step,
+    prompt_text=prompt_text,
+    assistant_texts=(text,),
+    feedback_texts=(answer.feedback_text or "",),
+    final_text="",
+    map_image=np.asarray(image.convert("RGB")),
+    feedback_images=(None if answer.feedback_image is None else np.asarray(answer.feedback_image.convert("RGB")),),
+  )
 
 
 def as_row(t: rollout_lib.Trajectory) -> conversation.EncodedConversation:
@@ -208,7 +230,8 @@ def build_update_batch(exp, config, groups: Sequence[Group], rng: np.random.Gene
 # The loop.
 
 
-def _reward_metrics(groups: Sequence[Group], prefix: str = "reward") -> dict[str, float]:
+def _reward_metrics(groups: Sequence[Group], success_metric: str, prefix: str = "reward") -> dict[str, float]:
+  """Means of every reward metric, and per rollout mode of overall and the task's success metric."""
   out = {}
   if not groups:
     return out
@@ -219,15 +242,15 @@ def _reward_metrics(groups: Sequence[Group], prefix: str = "reward") -> dict[str
     sel = [g for g in groups if g.mode == mode]
     if sel:
       out[f"{prefix}_{mode}/overall"] = float(np.mean(np.concatenate([g.rewards["overall"] for g in sel])))
-      out[f"{prefix}_{mode}/em"] = float(np.mean(np.concatenate([g.rewards["em"] for g in sel])))
+      key = success_metric
+      out[f"{prefix}_{mode}/{key}"] = float(np.mean(np.concatenate([g.rewards[key] for g in sel])))
       out[f"count/{mode}_questions"] = float(len(sel))
   return out
 
 
-def run_rl(exp, config, workdir: pathlib.Path, params, specs, state, buffer, progress, ckpt, writer) -> dict:
-  from vrrl_jax import eval as eval_lib
-  from vrrl_jax.tasks.frozenlake import data as frozenlake_data
-
+def run_rl(exp, config, params, specs, state, buffer, progress, ckpt, writer, sampler):
+  """The RL steps from ``progress`` to the end (``state`` None: a fresh train state from ``params``, with the
+  reference copy); returns the final train state."""
   seed = int(config.seed)
   sft_steps, rl_steps = int(config.sft.steps), int(config.rl.steps)
   total = sft_steps + rl_steps
@@ -243,22 +266,11 @@ def run_rl(exp, config, workdir: pathlib.Path, params, specs, state, buffer, pro
   logprob_fn = rl_step.make_logprob_fn(
     exp.model, exp.mesh, exp.rules, shardings.params, scfg.logprob_chunk_size, scfg.temperature
   )
-  sampler = experiment.make_sampler(exp, run_config.sampler_buckets(config))
-  examples = frozenlake_data.load_split("train", run_config.data_config(config))
+  examples = exp.task.train_examples(config)
   reward_config = run_config.reward_config(config)
   filter_config = run_config.filter_config(config)
   rows_multiple = int(config.rl.micro_batches) * max(1, sampler.batch_multiple)
   min_rows = run_config.shape_floor(config.rl, "update_min_rows", 1)
-  results = {}
-
-  run_eval = len(config.eval.levels) > 0
-  if progress.global_step == sft_steps and bool(config.eval.before_rl) and run_eval:
-    results["before_rl"] = eval_lib.evaluate(
-      exp, config, state.params, workdir / "eval_before_rl", sampler=sampler, links=FIGURE_LINK
-    )
-    writer.write(
-      progress.global_step, {f"eval_before_rl/{k}": v for k, v in eval_lib.headline(results["before_rl"]).items()}
-    )
 
   for step in tqdm.trange(
     progress.global_step + 1,
@@ -307,7 +319,7 @@ def run_rl(exp, config, workdir: pathlib.Path, params, specs, state, buffer, pro
     buffer.set_step(rl_step_index)
 
     m = {
-      **_reward_metrics(drawn),
+      **_reward_metrics(drawn, exp.task.SUCCESS_METRIC),
       **{f"filter/{k}": v for k, v in fill.metrics().items()},
       **{f"buffer/{k}": float(v) for k, v in buffer.stats().items()},
       **{f"buffer_collect/{k}": float(v) for k, v in collected.items()},
@@ -359,12 +371,4 @@ def run_rl(exp, config, workdir: pathlib.Path, params, specs, state, buffer, pro
       ckpt.save(step, state, buffer.state_dict(), progress.to_json())
 
   ckpt.wait()
-  if not run_eval:
-    return results
-  results["after_rl"] = eval_lib.evaluate(
-    exp, config, state.params, workdir / "eval_after_rl", sampler=sampler, links=FIGURE_LINK
-  )
-  writer.write(
-    progress.global_step, {f"eval_after_rl/{k}": v for k, v in eval_lib.headline(results["after_rl"]).items()}
-  )
-  return results
+  return state

@@ -17,12 +17,10 @@ from typing import Any, Iterator, Mapping
 
 import ml_collections
 
-from vrrl_jax import experiment
+from vrrl_jax import experiment, tasks
 from vrrl_jax.data import batching
 from vrrl_jax.data import tokenizer as tokenizer_lib
-from vrrl_jax.tasks.frozenlake import data as frozenlake_data
 from vrrl_jax.parallel import mesh as mesh_lib
-from vrrl_jax.tasks.frozenlake import reward as rewards_lib
 from vrrl_jax.rl import filtering as filtering_lib
 from vrrl_jax.rl import loss as loss_lib
 from vrrl_jax.rl import modes as modes_lib
@@ -31,7 +29,6 @@ from vrrl_jax.rl import step as rl_step
 from vrrl_jax.rl import train_state as ts_lib
 from vrrl_jax.sampling import buckets as buckets_lib
 from vrrl_jax.sampling import rollout as rollout_lib
-from vrrl_jax.tasks.frozenlake import transcripts as transcripts_lib
 
 
 class ConfigError(ValueError):
@@ -64,24 +61,14 @@ def optimizer_config(config, learning_rate: float, decay_steps: int = 0) -> ts_l
   )
 
 
-def data_config(config) -> frozenlake_data.FrozenLakeDataConfig:
-  fields = as_dict(config.data)
-  for name in ("generated_eval_levels", "generated_train_levels"):
-    if name in fields:
-      fields[name] = tuple(fields[name])
-  return frozenlake_data.FrozenLakeDataConfig(**fields)
+def task(config) -> tasks.Task:
+  """The task package ``config.task`` names."""
+  return tasks.load(config.task)
 
 
-def transcript_config(config) -> transcripts_lib.TranscriptConfig:
-  """``config.sft.transcripts``, drawn in the training maps' render style (``config.data.train_style``)."""
-  options = as_dict(config.sft.transcripts)
-  train_style = data_config(config).train_style
-  if options.setdefault("style", train_style) != train_style:
-    raise ValueError(
-      f"sft.transcripts.style={options['style']!r} differs from data.train_style={train_style!r}: "
-      "the SFT images would not look like the RL and eval ones"
-    )
-  return transcripts_lib.TranscriptConfig.from_mapping(options)
+def transcript_config(config):
+  """``config.sft.transcripts`` as the task reads it."""
+  return task(config).transcript_config(config)
 
 
 def buffer_config(config) -> buffer_lib.PrefixBufferConfig:
@@ -97,6 +84,7 @@ def mode_config(config) -> modes_lib.ModeConfig:
     normal_weight=w["normal"],
     random_start_weight=w["random_start"],
     prefix_buffer_weight=w["prefix_buffer"],
+    random_init_weight=w.get("random_init", 0.0),  # optional: only tasks with an injected roll-in offer it
     random_start_turn_min=config.rl.random_start_turn_min,
     mask_all_until_final=config.rl.mask_all_until_final,
     mask_buffer_prefix=config.rl.mask_buffer_prefix,
@@ -115,8 +103,9 @@ def filter_config(config) -> filtering_lib.FilterConfig:
   return filtering_lib.FilterConfig(**as_dict(config.rl.filter))
 
 
-def reward_config(config) -> rewards_lib.RewardConfig:
-  return rewards_lib.RewardConfig.from_mapping(as_dict(config.rl.reward))
+def reward_config(config):
+  """``config.rl.reward`` as the task reads it."""
+  return task(config).reward_config(config)
 
 
 def rollout_config(
@@ -131,6 +120,7 @@ def rollout_config(
     temperature=0.0 if greedy else float(config.rl.temperature),
     top_p=1.0 if greedy else float(config.rl.top_p),
     style=style,
+    episode_options=tuple(sorted(task(config).episode_options(config).items())),
   )
 
 
@@ -158,6 +148,7 @@ def shape_floor(section, name: str, default: int) -> int:
 # The whole config, checked at startup.
 
 TOP_LEVEL_KEYS = (
+  "task",
   "seed",
   "init_checkpoint",
   "tokenizer_dir",
@@ -207,7 +198,8 @@ RL_KEYS = (
   "loss",
   "reward",
 )
-EVAL_KEYS = ("levels", "maps_per_level", "max_turns", "max_new_tokens", "batch_size", "before_rl", "gallery_episodes")
+# config.eval also holds the task's own keys (task.EVAL_KEYS, e.g. FrozenLake's levels and maps_per_level).
+EVAL_KEYS = ("max_turns", "max_new_tokens", "batch_size", "before_rl", "gallery_episodes")
 OPTIMIZER_KEYS = ("b1", "b2", "eps", "weight_decay", "grad_clip_norm", "warmup_steps", "frozen", "lr_scale")
 CHECKPOINT_KEYS = ("every", "keep")
 LOG_KEYS = ("console_keys",)
@@ -313,7 +305,6 @@ def validate(config) -> None:
   for section, keys in (
     ("sft", SFT_KEYS),
     ("rl", RL_KEYS),
-    ("eval", EVAL_KEYS),
     ("optimizer", OPTIMIZER_KEYS),
     ("checkpoint", CHECKPOINT_KEYS),
     ("log", LOG_KEYS),
@@ -321,13 +312,16 @@ def validate(config) -> None:
   ):
     require_keys(config, section, keys)
   require_int(config, "seed", 0)
+  with reading("task"):
+    the_task = task(config)
+  require_keys(config, "eval", EVAL_KEYS + tuple(the_task.EVAL_KEYS))
   max_len = require_int(config, "max_sequence_len", 16)
 
   check_model_side(config)
 
   # Data and optimizer.
   with reading("data"):
-    data = data_config(config).validate()
+    the_task.data_config(config)
   frozen = config.optimizer.frozen
   if isinstance(frozen, str) or not all(isinstance(f, str) and f for f in frozen):
     raise ConfigError(
@@ -349,7 +343,7 @@ def validate(config) -> None:
     with reading(f"sft.{name}"):
       shape_floor(config.sft, name, default)
   with reading("sft.transcripts"):
-    transcript_config(config)
+    the_task.transcript_config(config)
 
   # VRRL RL.
   require_int(config, "rl.steps", 0)
@@ -372,7 +366,8 @@ def validate(config) -> None:
     with reading(f"rl.{name}"):
       shape_floor(config.rl, name, default)
   with reading("rl.mode_weights"):
-    mode_config(config)
+    if mode_config(config).random_init_weight > 0 and not hasattr(the_task, "random_init_turn"):
+      raise ValueError(f"random_init > 0, but task {config.task!r} has no injected roll-in (random_init_turn)")
   with reading("rl.loss"):
     step_config(config)
   with reading("rl.buffer"):
@@ -380,9 +375,9 @@ def validate(config) -> None:
   with reading("rl.filter"):
     filter_config(config)
   with reading("rl.reward"):
-    reward_config(config)
+    the_task.reward_config(config)
   with reading("rl"):
-    rollout_config(config, style=data.train_style)
+    rollout_config(config)
   with reading("sampler"):
     sampler_buckets(config)
   for phase in ("rl", "eval"):
@@ -393,19 +388,14 @@ def validate(config) -> None:
       )
 
   # Evaluation.
-  with reading("eval.levels"):
-    levels = tuple(config.eval.levels)
-    splits = set(data.splits)
-    for level in levels:
-      if isinstance(level, bool) or not isinstance(level, int) or f"eval_L{level}" not in splits:
-        raise ValueError(f"level {level!r} has no eval split; the data config gives {sorted(splits)}")
-  require_int(config, "eval.maps_per_level", 1)
+  with reading("eval"):
+    the_task.check_eval_config(config)
   require_int(config, "eval.max_turns", 1)
   require_int(config, "eval.batch_size", 1)
   require_int(config, "eval.gallery_episodes", 0)
   require_bool(config, "eval.before_rl")
   with reading("eval"):
-    rollout_config(config, greedy=True, style=data.eval_style)
+    rollout_config(config, greedy=True)
 
   # Checkpoints and logging.
   require_int(config, "checkpoint.every", 1)

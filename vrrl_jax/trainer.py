@@ -22,20 +22,23 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from vrrl_jax import experiment, figures, metrics as metrics_lib
-from vrrl_jax import run_config
+from vrrl_jax import eval as eval_lib
+from vrrl_jax import experiment, figures, rl_loop, run_config
+from vrrl_jax import metrics as metrics_lib
 from vrrl_jax.checkpoints.train_checkpoint import TrainCheckpointer
 from vrrl_jax.data import batching, conversation
-from vrrl_jax.tasks.frozenlake import data as frozenlake_data
 from vrrl_jax.rl import step as rl_step
 from vrrl_jax.rl import train_state as ts_lib
+from vrrl_jax.run_state import DONE, RL, SFT, SFT_DONE, Progress, resume
 from vrrl_jax.sft import step as sft_step_lib
-from vrrl_jax.tasks.frozenlake import transcripts as transcripts_lib
 
 log = logging.getLogger(__name__)
 
-SFT, SFT_DONE, RL, DONE = "sft", "sft_done", "rl", "done"
 _PHASE_TAG = {SFT: 1, RL: 2}
+# The eval galleries link the run's figure (written when the run ends: figures.run_figure).
+FIGURE_LINK = (
+  ("the run at a glance: training reward per RL step, eval optimal_rate per level", f"../{figures.FIGURE_FILE}"),
+)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -73,40 +76,18 @@ def sft_rows(
   specs,
   rng: np.random.Generator,
   batch_size: int,
-  transcript_config: transcripts_lib.TranscriptConfig,
+  transcript_config,
   wrong_route_loss: bool = True,
 ):
-  """``wrong_route_loss=False``: the deliberately wrong routes stay in the context (the revision that follows
-  still learns to read their feedback image) but carry no loss, so the first turn is only ever taught an
-  optimal route."""
+  """One SFT batch of the task's scripted transcripts. ``wrong_route_loss=False``: the deliberately wrong turns
+  stay in the context (the revision that follows still learns to read their feedback) but carry no loss."""
   picks = rng.choice(len(specs), size=batch_size, replace=True)
-  rows = []
-  for i in picks:
-    tr = transcripts_lib.make_transcript(specs[i], rng, transcript_config)
-    row = conversation.encode_conversation(exp.processor, transcripts_lib.to_messages(tr))
-    if not wrong_route_loss:
-      n_wrong = len(tr.wrong_kinds)  # the wrong routes are assistant turns 0 .. n_wrong - 1
-      row.assistant_mask = np.where((row.turn_index >= 0) & (row.turn_index < n_wrong), 0, row.assistant_mask).astype(
-        np.int32
-      )
-    rows.append(row)
-  return rows
+  messages = [exp.task.sft_messages(specs[i], rng, transcript_config, wrong_route_loss) for i in picks]
+  return [conversation.encode_conversation(exp.processor, m) for m in messages]
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The run.
-
-
-@dataclasses.dataclass
-class Progress:
-  """The host part of a checkpoint: where the run is."""
-
-  phase: str = SFT
-  global_step: int = 0  # last completed step (SFT and RL counted together)
-  prompts_consumed: int = 0  # RL data position (online filtering draws a variable number per step)
-
-  def to_json(self) -> dict:
-    return dataclasses.asdict(self)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -129,11 +110,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ckpt = TrainCheckpointer(
     workdir / "checkpoints", save_every=int(config.checkpoint.every), keep=int(config.checkpoint.keep)
   )
-  from vrrl_jax import rl_loop  # the RL phase (sampler, buffer, rewards)
-
-  buffer = rl_loop.make_buffer(config)
+  buffer = rl_loop.make_buffer(exp.task, config)
   progress = Progress(phase=SFT if sft_steps > 0 else RL)
-  resumed = _resume(ckpt, exp, config, params, specs, buffer)
+  resumed = resume(ckpt, exp, config, params, specs, buffer)
   if resumed is not None:
     progress, state = resumed
     log.info("resumed from step %d (phase %s)", progress.global_step, progress.phase)
@@ -153,7 +132,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       )
     shardings = jax.tree.map(lambda x: x.sharding, state)
     update = sft_step_lib.make_sft_step(exp.model, exp.mesh, exp.rules, opt_cfg, shardings)
-    train_specs = [e.spec for e in _train_examples(config)]
+    train_specs = [e.spec for e in exp.task.train_examples(config)]
     tcfg = run_config.transcript_config(config)
     min_length = run_config.shape_floor(config.sft, "min_length", batching.MIN_LENGTH)
     min_patches = run_config.shape_floor(config.sft, "min_patches", batching.MIN_PATCHES)
@@ -182,7 +161,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # --- VRRL RL ------------------------------------------------------------------------------------------------
   if progress.phase == RL:
-    results = rl_loop.run_rl(exp, config, workdir, params, specs, state, buffer, progress, ckpt, writer)
+    sampler = experiment.make_sampler(exp, run_config.sampler_buckets(config))
+    run_eval = len(exp.task.eval_examples(config)) > 0
+    if state is None and progress.global_step == sft_steps and bool(config.eval.before_rl) and run_eval:
+      results["before_rl"] = _evaluate(exp, config, params, workdir, "eval_before_rl", sampler, writer, progress)
+    state = rl_loop.run_rl(exp, config, params, specs, state, buffer, progress, ckpt, writer, sampler)
+    if run_eval:
+      results["after_rl"] = _evaluate(exp, config, state.params, workdir, "eval_after_rl", sampler, writer, progress)
     progress.phase = DONE
 
   ckpt.close()
@@ -192,24 +177,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return results
 
 
-def _train_examples(config):
-  return frozenlake_data.load_split("train", run_config.data_config(config))
-
-
-def _resume(ckpt: TrainCheckpointer, exp, config, params, specs, buffer):
-  """(progress, state) of the newest readable checkpoint, or None. The restore target depends on the phase
-  the checkpoint records: an SFT state (no reference model, SFT optimizer) or an RL state."""
-
-  def abstract_for(host: dict):
-    rl = host.get("phase") == RL
-    keep_reference = rl and float(config.rl.loss.kl_coef) > 0
-    lr = float(config.rl.learning_rate if rl else config.sft.learning_rate)
-    optimizer = ts_lib.make_optimizer(run_config.optimizer_config(config, lr))
-    return ts_lib.abstract_train_state(params, specs, optimizer, exp.mesh, exp.rules, keep_reference)
-
-  restored = ckpt.restore_latest(abstract_for)
-  if restored is None:
-    return None
-  _, state, buffer_state, host = restored
-  buffer.load_state_dict(buffer_state)
-  return Progress(**host), state
+def _evaluate(exp, config, params, workdir, name: str, sampler, writer, progress) -> dict:
+  metrics = eval_lib.evaluate(exp, config, params, workdir / name, sampler=sampler, links=FIGURE_LINK)
+  writer.write(progress.global_step, {f"{name}/{k}": v for k, v in eval_lib.headline(exp.task, metrics).items()})
+  return metrics

@@ -77,42 +77,47 @@ class TrainCheckpointer:
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
-  def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict, dict] | None:
-    """(step, state, buffer_state, host) of the newest readable checkpoint, None if there is none.
+  def restore_latest(self, abstract_state: Any, step: int | None = None) -> tuple[int, Any, dict, dict] | None:
+    """(step, state, buffer_state, host) of the newest readable checkpoint, None if there is none; with ``step``,
+    that checkpoint only (an error if it is not there).
 
     ``abstract_state`` is a pytree of ``jax.ShapeDtypeStruct`` with shardings (``jax.eval_shape`` of the
     state creation, with ``.sharding`` set) so arrays come back already placed on the mesh; or a callable
     ``host -> abstract_state`` when the state's structure depends on the saved host record (e.g. the phase).
     """
     steps = self.steps()
+    if step is not None:
+      if step not in steps:
+        raise CheckpointError(f"no checkpoint of step {step} in {self.directory} (steps there: {steps})")
+      steps = [step]
     if not steps:
       return None
     errors = []
-    for step in reversed(steps):
+    for candidate in reversed(steps):
       try:
         if callable(abstract_state):
-          host = self._manager.restore(step, args=ocp.args.Composite(host=ocp.args.JsonRestore())).host
+          host = self._manager.restore(candidate, args=ocp.args.Composite(host=ocp.args.JsonRestore())).host
           target = abstract_state(dict(host))
         else:
           target = abstract_state
         restored = self._manager.restore(
-          step,
+          candidate,
           args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target),
             buffer=ocp.args.StandardRestore(),
             host=ocp.args.JsonRestore(),
           ),
         )
-        _check_restored_state(restored.state, target, step)
+        _check_restored_state(restored.state, target, candidate)
       except Exception as e:  # orbax raises many types for unreadable files; report and fall back
-        msg = f"checkpoint step {step} in {self.directory} is unreadable ({type(e).__name__}: {e})"
+        msg = f"checkpoint step {candidate} in {self.directory} is unreadable ({type(e).__name__}: {e})"
         log.error("%s; falling back to an earlier checkpoint", msg)
         errors.append(msg)
         continue
       buffer_state = jax.tree.map(np.asarray, restored.buffer)
       if set(buffer_state) == set(_NO_BUFFER):
         buffer_state = {}
-      return step, restored.state, buffer_state, dict(restored.host)
+      return candidate, restored.state, buffer_state, dict(restored.host)
     raise CheckpointError("no readable checkpoint:\n  " + "\n  ".join(errors))
 
 

@@ -34,7 +34,8 @@ class EncodedConversation:
 
 def encode_conversation(processor, messages: Sequence[dict[str, Any]]) -> EncodedConversation:
   """``messages``: HF chat messages (images inline as ``{"type": "image", "image": ...}``), starting with the
-  user/system prompt and alternating assistant / user after it; assistant contents are strings. The sequence
+  user/system prompt and alternating assistant / user after it; assistant contents are strings, and an assistant
+  message with ``"loss": False`` stays in the context with its turn index but carries no loss. The sequence
   ends after the last assistant turn's ``<|im_end|>`` (or with the generation prompt when the last message is a
   user turn)."""
   messages = list(messages)
@@ -60,7 +61,7 @@ def encode_conversation(processor, messages: Sequence[dict[str, Any]]) -> Encode
     text = processor.encode_text(msg["content"])
     piece = np.concatenate([text, [im_end]]).astype(np.int64)
     ids.append(piece)
-    roles.append(np.ones(piece.shape, np.int32))
+    roles.append(np.full(piece.shape, int(msg.get("loss", True)), np.int32))
     turns.append(np.full(piece.shape, turn, np.int32))
     turn += 1
     i += 1

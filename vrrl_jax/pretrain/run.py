@@ -22,6 +22,7 @@ import tqdm
 from vrrl_jax import experiment, gallery, metrics as metrics_lib, run_config, trainer
 from vrrl_jax.checkpoints.train_checkpoint import TrainCheckpointer
 from vrrl_jax.data import conversation
+from vrrl_jax.tasks import frozenlake
 from vrrl_jax.tasks.frozenlake import generate, maps, release_data
 from vrrl_jax.pretrain import export
 from vrrl_jax.pretrain import tasks as tasks_lib
@@ -138,7 +139,7 @@ def evaluate(exp, config, predict, params, held_out: list[HeldOutRow], gallery_p
         "map_id": f"{h.example.task} L{h.spec.level} #{n}",
         "level": h.spec.level,
         "mode": h.example.task,
-        "spec": h.spec,
+        "description": frozenlake.describe(h.spec),
         "map_image": h.example.image,
         "turns": [f"target:\n{h.example.answer}", f"predicted (teacher forced):\n{text}"],
         "feedback_images": [None, None],

@@ -9,7 +9,8 @@ Host-side numpy: it runs between the rollout and the jitted update.
   normal 0 / prefix_buffer 0.4 only, buffer still filling) every question is ``normal``.
 * ``loss_mask``: RandomTurnMasking for ``random_start`` samples (zero the loss on assistant turns
   ``< k``, ``k ~ U[random_start_turn_min, T-1]``, or ``k = T-1`` with ``mask_all_until_final``;
-  ``T < 2`` untouched) and, with ``mask_buffer_prefix``, no loss on a replayed prefix's turns.
+  ``T < 2`` untouched) and, with ``mask_buffer_prefix``, no loss on a replayed prefix's turns; never any loss on
+  a ``random_init`` sample's injected turns.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from typing import Sequence
 
 import numpy as np
 
-from vrrl_jax.rl.prefix_buffer import MODE_NORMAL, MODE_PREFIX_BUFFER, MODE_RANDOM_START, ROLLOUT_MODES
+from vrrl_jax.rl.prefix_buffer import (
+  MODE_NORMAL,
+  MODE_PREFIX_BUFFER,
+  MODE_RANDOM_INIT,
+  MODE_RANDOM_START,
+  ROLLOUT_MODES,
+)
 
 # Turns 1..8 get a start-turn ratio metric, as upstream's random_restart/start_turn_{k}_ratio.
 START_TURN_HISTOGRAM_MAX = 8
@@ -35,12 +42,13 @@ class ModeConfig:
   normal_weight: float = 0.0
   random_start_weight: float = 0.6
   prefix_buffer_weight: float = 0.4
+  random_init_weight: float = 0.0  # the task's injected roll-in (grounding); FrozenLake has none
   random_start_turn_min: int = 0
   mask_all_until_final: bool = False
   mask_buffer_prefix: bool = True
 
   def __post_init__(self):
-    for name in ("normal_weight", "random_start_weight", "prefix_buffer_weight"):
+    for name in ("normal_weight", "random_start_weight", "prefix_buffer_weight", "random_init_weight"):
       value = getattr(self, name)
       if (
         isinstance(value, bool)
@@ -61,6 +69,7 @@ class ModeConfig:
       MODE_NORMAL: float(self.normal_weight),
       MODE_RANDOM_START: float(self.random_start_weight),
       MODE_PREFIX_BUFFER: float(self.prefix_buffer_weight),
+      MODE_RANDOM_INIT: float(self.random_init_weight),
     }
 
 
@@ -71,7 +80,7 @@ def mode_probabilities(config: ModeConfig, buffer_can_sample: bool) -> dict[str,
     weights[MODE_PREFIX_BUFFER] = 0.0
   total = sum(weights.values())
   if total == 0.0:
-    return {MODE_NORMAL: 1.0, MODE_RANDOM_START: 0.0, MODE_PREFIX_BUFFER: 0.0}
+    return {MODE_NORMAL: 1.0, MODE_RANDOM_START: 0.0, MODE_PREFIX_BUFFER: 0.0, MODE_RANDOM_INIT: 0.0}
   return {mode: weight / total for mode, weight in weights.items()}
 
 
@@ -113,7 +122,7 @@ def loss_mask(
   ``turn_index`` [batch, seq]: assistant turn (0-based, replayed prefix turns included) of each
   token, -1 for non-assistant tokens. ``num_turns`` [batch]: assistant turns T in the sample.
   ``modes`` [batch]: per-sample mode. ``num_prefix_turns`` [batch]: assistant turns replayed from
-  the buffer (0 unless ``prefix_buffer``).
+  the buffer or injected (0 unless ``prefix_buffer`` or ``random_init``).
 
   Start turn (upstream's ``start_turn``, for the random_restart histogram): k for random_start
   samples (0 when T < 2), the number of prefix turns for prefix_buffer samples, 0 for normal.
@@ -149,8 +158,8 @@ def loss_mask(
   beyond = np.flatnonzero(turn_index.max(axis=1, initial=-1) >= num_turns)
   if beyond.size:
     raise ValueError(f"samples {beyond.tolist()} have a token with turn_index >= num_turns")
-  if ((num_prefix_turns > 0) & (modes != MODE_PREFIX_BUFFER)).any():
-    raise ValueError("num_prefix_turns must be 0 for samples not in prefix_buffer mode")
+  if ((num_prefix_turns > 0) & (modes != MODE_PREFIX_BUFFER) & (modes != MODE_RANDOM_INIT)).any():
+    raise ValueError("num_prefix_turns must be 0 for samples not in prefix_buffer or random_init mode")
   if (num_prefix_turns > num_turns).any():
     raise ValueError("num_prefix_turns exceeds num_turns for some sample")
   if not isinstance(rng, np.random.Generator):
@@ -170,6 +179,8 @@ def loss_mask(
     elif modes[i] == MODE_PREFIX_BUFFER:
       k = int(num_prefix_turns[i]) if config.mask_buffer_prefix else 0
       start_turn[i] = int(num_prefix_turns[i])
+    elif modes[i] == MODE_RANDOM_INIT:
+      k = start_turn[i] = int(num_prefix_turns[i])
     else:
       continue
     mask[i, (turn_index[i] >= 0) & (turn_index[i] < k)] = 0
@@ -178,12 +189,12 @@ def loss_mask(
 
 def start_turn_metrics(start_turn: np.ndarray, modes: Sequence[str]) -> dict[str, float]:
   """Upstream's random_restart/* metrics: mean start turn and the share of each start turn 1..8,
-  over the samples not in prefix_buffer mode (empty when there are none)."""
+  over the samples not in prefix_buffer or random_init mode (empty when there are none)."""
   start_turn = np.asarray(start_turn)
   modes = np.asarray(modes)
   if start_turn.shape != modes.shape:
     raise ValueError(f"start_turn {start_turn.shape} and modes {modes.shape} must have the same shape")
-  selected = start_turn[modes != MODE_PREFIX_BUFFER]
+  selected = start_turn[(modes != MODE_PREFIX_BUFFER) & (modes != MODE_RANDOM_INIT)]
   if selected.size == 0:
     return {}
   metrics = {"random_restart/avg_start_turn": float(selected.mean())}

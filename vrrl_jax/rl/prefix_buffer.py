@@ -1,8 +1,9 @@
 """Host-side replay buffer of on-policy conversation prefixes ("buffered roll-ins", VRRL_SPEC section 3).
 
-After every rollout, finished non-buffer episodes that committed with a clean ``<FINAL>`` after 1..2
-routes are stored as *prefixes*: the conversation up to, not including, the FINAL turn (so it ends
-with the last feedback image), typed ``wrong`` (the FINAL is not an exact match) or ``right``. A later
+After every rollout, finished non-buffer episodes that committed cleanly after 1..2 proposals (FrozenLake: a
+``<FINAL>`` after its routes) are stored as *prefixes*: the conversation up to, not including, the committing turn
+(so it ends with the last feedback image), typed ``wrong`` or ``right``. Which episodes qualify and their type is
+the task's call (``task.prefix_verdict``); the buffer itself knows no task. A later
 ``prefix_buffer``-mode question replays one prefix for all its samples, so the model practises the
 turn after a (mostly wrong) committed route instead of only ever seeing its own fresh first turns.
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import json
 import math
 import os
 import pathlib
@@ -38,22 +40,23 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from vrrl_jax.tasks.frozenlake import maps
-from vrrl_jax.tasks.frozenlake import parse
-
 WRONG = "wrong"
 RIGHT = "right"
 PREFIX_TYPES = (WRONG, RIGHT)
 
 MODE_NORMAL = "normal"
 MODE_RANDOM_START = "random_start"
+# A roll-in the task injects (grounding: VRRL's random_init, a first look near but not on the target), replayed as a
+# one-turn prefix whose turn never carries loss; only tasks with ``random_init_turn`` offer it.
+MODE_RANDOM_INIT = "random_init"
 MODE_PREFIX_BUFFER = "prefix_buffer"
-ROLLOUT_MODES = (MODE_NORMAL, MODE_RANDOM_START, MODE_PREFIX_BUFFER)
+ROLLOUT_MODES = (MODE_NORMAL, MODE_RANDOM_START, MODE_PREFIX_BUFFER, MODE_RANDOM_INIT)
 # Episodes the rollout stopped for these reasons never feed the buffer (upstream's rule).
 SKIPPED_FINISH_REASONS = ("format_error", "render_error")
 
 RESAMPLE_SCOPES = ("epoch", "run")
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2: specs stored as the task's JSON dict
+_V1 = 1  # written before the task seam: FrozenLake's layout string + start_pos/target_pos columns (still read)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +135,7 @@ class PrefixEntry:
   ``feedback_images[i]``). ``final_text`` is the FINAL turn that was cut off (kept for logging and
   a correct-replay variant; it is not part of the prefix). ``entry_id`` is set by the buffer."""
 
-  spec: maps.MapSpec
+  spec: Any  # the task's parsed question spec (``.to_dict()``, ``.question_id``)
   prefix_type: str
   collection_step: int
   prompt_text: str
@@ -145,9 +148,9 @@ class PrefixEntry:
   question_id: tuple = dataclasses.field(init=False, repr=False)
 
   def __post_init__(self):
-    spec = maps.parse_spec(self.spec)
-    object.__setattr__(self, "spec", spec)
-    object.__setattr__(self, "question_id", spec.question_id)
+    if not (hasattr(self.spec, "question_id") and hasattr(self.spec, "to_dict")):
+      raise ValueError(f"spec must be a task's parsed spec (question_id, to_dict), got {type(self.spec).__name__}")
+    object.__setattr__(self, "question_id", self.spec.question_id)
     if self.prefix_type not in PREFIX_TYPES:
       raise ValueError(f"prefix_type must be one of {PREFIX_TYPES}, got {self.prefix_type!r}")
     object.__setattr__(self, "assistant_texts", tuple(self.assistant_texts))
@@ -169,7 +172,10 @@ class PrefixEntry:
     object.__setattr__(
       self,
       "feedback_images",
-      tuple(_frozen_image(img, f"feedback_images[{i}]") for i, img in enumerate(self.feedback_images)),
+      tuple(
+        None if img is None else _frozen_image(img, f"feedback_images[{i}]")
+        for i, img in enumerate(self.feedback_images)
+      ),
     )
     object.__setattr__(self, "collection_step", int(self.collection_step))
     object.__setattr__(self, "entry_id", int(self.entry_id))
@@ -184,12 +190,12 @@ class PrefixEntry:
 
   @property
   def map_spec(self) -> dict[str, Any]:
-    """The entry's own map; a replaying rollout uses it (not its prompt's) as the reward's truth."""
+    """The entry's own question; a replaying rollout uses it (not its prompt's) as the reward's truth."""
     return self.spec.to_dict()
 
   @property
-  def images(self) -> tuple[np.ndarray, ...]:
-    """All images in conversation order: the map, then one feedback image per route."""
+  def images(self) -> tuple[np.ndarray | None, ...]:
+    """All images in conversation order: the question's, then each feedback turn's (None: a text-only turn)."""
     return (self.map_image,) + self.feedback_images
 
   def conversation(self) -> list[dict[str, Any]]:
@@ -213,7 +219,7 @@ class Episode:
 
   mode: str
   finish_reason: str | None
-  map_spec: Mapping[str, Any] | maps.MapSpec
+  map_spec: Any  # the task's spec or its dict
   prompt_text: str
   assistant_texts: Sequence[str]
   feedback_texts: Sequence[str]
@@ -221,42 +227,32 @@ class Episode:
   feedback_images: Sequence[Any]
 
 
-def _skip_reason(episode: Episode, max_route_turns: int) -> str | None:
-  """Why ``episode`` is not collected (a short metric name), or None if it is."""
+def _mode_skip_reason(episode: Episode) -> str | None:
+  """Why ``episode`` is not collected whatever its turns (a short metric name), or None."""
   if episode.mode not in ROLLOUT_MODES:
     raise ValueError(f"unknown rollout mode {episode.mode!r}; expected one of {ROLLOUT_MODES}")
   if episode.mode == MODE_PREFIX_BUFFER:
     return "buffer_mode"
+  if episode.mode == MODE_RANDOM_INIT:  # its first turn was injected, not the policy's
+    return "roll_in_mode"
   if episode.finish_reason in SKIPPED_FINISH_REASONS:
     return "format_or_render_error"
-  turns = [parse.parse_turn(text) for text in episode.assistant_texts]
-  if not turns:
-    return "no_turns"
-  if not (turns[-1].is_final and turns[-1].ok):
-    return "no_final"
-  # The rollout ends an episode at its first FINAL or unparseable turn, so every earlier turn of a
-  # clean episode is a parseable route; anything else is not a clean prefix.
-  if not all(t.is_route and t.ok for t in turns[:-1]):
-    return "unclean_prefix"
-  n_routes = len(turns) - 1
-  if n_routes < 1:
-    return "no_route"
-  if n_routes > max_route_turns:
-    return "too_many_routes"
-  if maps.shortest_path_len(maps.parse_spec(episode.map_spec)) is None:
-    return "unreachable_goal"
   return None
 
 
 class PrefixBuffer:
   """FIFO store of ``PrefixEntry`` with upstream's eviction and sampling policy (module docstring)."""
 
-  def __init__(self, config: PrefixBufferConfig = PrefixBufferConfig(), *, seed: int):
+  def __init__(self, config: PrefixBufferConfig = PrefixBufferConfig(), *, seed: int, task, task_options=None):
+    """``task`` (a ``vrrl_jax.tasks.Task``) parses specs and judges which episodes become prefixes, reading their
+    text with ``task_options`` (``task.episode_options(config)``)."""
     if not isinstance(config, PrefixBufferConfig):
       raise ValueError(f"config must be a PrefixBufferConfig, got {type(config).__name__}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
       raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     self.config = config
+    self.task = task
+    self.task_options = dict(task_options or {})
     self._rng = np.random.Generator(np.random.PCG64(int(seed)))
     self._entries: list[PrefixEntry] = []  # oldest first
     # Identical images (a question's map; the feedback of a repeated route) are stored once: entries
@@ -320,8 +316,10 @@ class PrefixBuffer:
     self._counters["added"] += 1
     return entry
 
-  def _pooled(self, image: Any, what: str) -> np.ndarray:
-    """The stored array equal to ``image``; a new image is copied in (hashing reads it once)."""
+  def _pooled(self, image: Any, what: str) -> np.ndarray | None:
+    """The stored array equal to ``image`` (None stays None); a new image is copied in (hashing reads it once)."""
+    if image is None:
+      return None
     image = _checked_image(image, what)
     key = _image_key(image)
     pooled = self._image_pool.get(key)
@@ -339,14 +337,17 @@ class PrefixBuffer:
     step = _as_int(step, "step")
     counts = {"added_wrong": 0, "added_right": 0}
     for episode in episodes:
-      reason = _skip_reason(episode, self.config.max_route_turns)
+      texts = list(episode.assistant_texts)
+      spec = self.task.parse_spec(episode.map_spec)
+      reason = _mode_skip_reason(episode)
+      prefix_type = None
+      if reason is None:
+        prefix_type, reason = self.task.prefix_verdict(spec, texts, self.config.max_route_turns, **self.task_options)
       if reason is not None:
         counts[f"skipped_{reason}"] = counts.get(f"skipped_{reason}", 0) + 1
         continue
-      spec = maps.parse_spec(episode.map_spec)
-      texts = list(episode.assistant_texts)
-      final = parse.parse_turn(texts[-1])
-      prefix_type = RIGHT if maps.is_exact_match(spec, final.actions) else WRONG
+      if prefix_type not in PREFIX_TYPES:
+        raise ValueError(f"task.prefix_verdict gave prefix type {prefix_type!r}; expected one of {PREFIX_TYPES}")
       self._insert(
         PrefixEntry(
           spec=spec,
@@ -430,7 +431,7 @@ class PrefixBuffer:
     n_sampled = sum(e.entry_id in self._sampled_ids for e in self._entries)
     per_question = collections.Counter(e.question_id for e in self._entries)
     staleness = [self._step - e.collection_step for e in self._entries]
-    images = {id(img): img for e in self._entries for img in e.images}
+    images = {id(img): img for e in self._entries for img in e.images if img is not None}
     out: dict[str, float | int] = {
       "buffer_size": size,
       "buffer_capacity": self.config.capacity,
@@ -482,12 +483,15 @@ class PrefixBuffer:
       return state
     strings, images, image_index, position = [], [], [], {}
     for e in self._entries:
-      # The layout leads each entry's strings, so the string table is never empty.
-      strings += ["".join(e.spec.layout), e.prompt_text]
+      # The spec (the task's JSON dict) leads each entry's strings, so the string table is never empty.
+      strings += [json.dumps(e.spec.to_dict(), sort_keys=True), e.prompt_text]
       for text, feedback in zip(e.assistant_texts, e.feedback_texts):
         strings += [text, feedback]
       strings.append(e.final_text)
-      for img in e.images:  # pooled arrays: one object per distinct image
+      for img in e.images:  # pooled arrays: one object per distinct image; -1 for a text-only feedback turn
+        if img is None:
+          image_index.append(-1)
+          continue
         if id(img) not in position:
           position[id(img)] = len(images)
           images.append(img)
@@ -499,8 +503,6 @@ class PrefixBuffer:
       "num_route_turns": np.array([e.num_route_turns for e in self._entries], np.int32),
       "collection_step": np.array([e.collection_step for e in self._entries], np.int32),
       "sampled": np.array([e.entry_id in self._sampled_ids for e in self._entries], bool),
-      "start_pos": np.array([e.spec.start_pos for e in self._entries], np.int32),
-      "target_pos": np.array([e.spec.target_pos for e in self._entries], np.int32),
       "string_bytes": np.frombuffer(b"".join(encoded), np.uint8).copy(),
       "string_lengths": np.array([len(b) for b in encoded], np.int32),
       "image_bytes": np.concatenate([img.reshape(-1) for img in images]),
@@ -512,13 +514,13 @@ class PrefixBuffer:
   def load_state_dict(self, state: Mapping[str, Any]) -> None:
     """Replaces the buffer's contents, step, counters and generator state with ``state``."""
     version = _as_int(state["version"], "version")
-    if version != _STATE_VERSION:
+    if version not in (_STATE_VERSION, _V1):
       raise ValueError(f"prefix-buffer state version {version} is not supported (expected {_STATE_VERSION})")
     rng = np.random.Generator(np.random.PCG64())
     _words_to_rng(np.asarray(state["rng_state"]), rng)
-    entries, sampled = _entries_from_state(state["entries"])
+    entries, sampled = _entries_from_state(state["entries"], self.task.parse_spec, version)
     pool = weakref.WeakValueDictionary()
-    for img in {id(img): img for e in entries for img in e.images}.values():
+    for img in {id(img): img for e in entries for img in e.images if img is not None}.values():
       pool[_image_key(img)] = img
     next_entry_id = _as_int(state["next_entry_id"], "next_entry_id")
     ids = [e.entry_id for e in entries]
@@ -606,12 +608,22 @@ def _words_to_rng(words: np.ndarray, rng: np.random.Generator) -> None:
   }
 
 
-def _entries_from_state(state: Mapping[str, Any]) -> tuple[list[PrefixEntry], set[int]]:
+def _v1_spec(layout: str, start_pos: int, target_pos: int) -> dict:
+  """A version-1 entry's FrozenLake map as the spec dict FrozenLake's ``parse_spec`` reads."""
+  level = math.isqrt(len(layout))
+  if level * level != len(layout):
+    raise ValueError(f"prefix-buffer state has a non-square layout {layout!r}")
+  rows = [layout[r * level : (r + 1) * level] for r in range(level)]
+  return {"layout": rows, "start_pos": int(start_pos), "target_pos": int(target_pos)}
+
+
+def _entries_from_state(state: Mapping[str, Any], parse_spec, version: int) -> tuple[list[PrefixEntry], set[int]]:
   if not state:
     return [], set()
   arrays = {key: np.asarray(value) for key, value in state.items()}
   n = len(arrays["entry_id"])
-  for key in ("is_wrong", "num_route_turns", "collection_step", "sampled", "start_pos", "target_pos"):
+  columns = ("is_wrong", "num_route_turns", "collection_step", "sampled")
+  for key in columns + (("start_pos", "target_pos") if version == _V1 else ()):
     if arrays[key].shape != (n,):
       raise ValueError(f"prefix-buffer state entries/{key} has shape {arrays[key].shape}, expected ({n},)")
   turns = arrays["num_route_turns"].astype(np.int64)
@@ -625,7 +637,7 @@ def _entries_from_state(state: Mapping[str, Any]) -> tuple[list[PrefixEntry], se
   if (
     image_shapes.ndim != 2
     or image_shapes.shape[1] != 3
-    or np.any(image_index < 0)
+    or np.any(image_index < -1)
     or np.any(image_index >= len(image_shapes))
   ):
     raise ValueError("prefix-buffer state image_index points outside its image table")
@@ -644,21 +656,15 @@ def _entries_from_state(state: Mapping[str, Any]) -> tuple[list[PrefixEntry], se
   entries, sampled, s, m = [], set(), 0, 0
   for i in range(n):
     t = int(turns[i])
-    layout, prompt = strings[s], strings[s + 1]
+    spec_json, prompt = strings[s], strings[s + 1]
     pairs = strings[s + 2 : s + 2 + 2 * t]
     final_text = strings[s + 2 + 2 * t]
     s += 3 + 2 * t
-    level = math.isqrt(len(layout))
-    if level * level != len(layout):
-      raise ValueError(f"prefix-buffer state has a non-square layout {layout!r}")
-    spec = maps.parse_spec(
-      {
-        "layout": [layout[r * level : (r + 1) * level] for r in range(level)],
-        "start_pos": int(arrays["start_pos"][i]),
-        "target_pos": int(arrays["target_pos"][i]),
-      }
-    )
-    entry_images = [images[k] for k in image_index[m : m + 1 + t]]
+    if version == _V1:
+      spec = parse_spec(_v1_spec(spec_json, arrays["start_pos"][i], arrays["target_pos"][i]))
+    else:
+      spec = parse_spec(json.loads(spec_json))
+    entry_images = [None if k < 0 else images[k] for k in image_index[m : m + 1 + t]]
     m += 1 + t
     entry = PrefixEntry(
       spec=spec,

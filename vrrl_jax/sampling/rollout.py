@@ -1,10 +1,11 @@
-"""Multi-turn FrozenLake rollouts: the sampler generates, the environment answers with feedback images.
+"""Multi-turn rollouts: the sampler generates, the task's environment answers with feedback images.
 
-`rollout` plays a batch of episodes turn by turn (VRRL_SPEC sections 1, 3, 4). Each prompt (a map, or a replayed
-prefix from the buffer, optionally followed by a forced assistant opening such as "<THINK>") is prefilled once and
-fanned out to `n_per_prompt` samples. After every turn the host parses each sample's text with
-`protocol.Episode`, renders the feedback image and tokenises the feedback turn with `ChatProcessor.encode_segment`;
-only the samples whose episode goes on are continued, on the cache they already have (no re-prefill).
+`rollout` plays a batch of episodes turn by turn (VRRL_SPEC sections 1, 3, 4). Each prompt (a question, or a
+replayed prefix from the buffer, optionally followed by a forced assistant opening such as "<THINK>") is prefilled
+once and fanned out to `n_per_prompt` samples. After every turn the host hands each sample's text to its episode
+(`task.new_episode`), which answers with a feedback turn (an image and/or text) or ends; the feedback turn is
+tokenised with `ChatProcessor.encode_segment`; only the samples whose episode goes on are continued, on the cache
+they already have (no re-prefill). The driver knows no task: the task is handed in.
 
 The returned token sequence of a sample is the tokenisation of its whole conversation (what
 `ChatProcessor.encode(messages, add_generation_prompt=False)` gives, as long as the model's tokens are the canonical
@@ -23,20 +24,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
 from PIL import Image
 
 from vrrl_jax.data.processor import ChatProcessor
-from vrrl_jax.tasks.frozenlake import maps, protocol, render
 from vrrl_jax.rl import prefix_buffer as prefix_buffer_lib
 from vrrl_jax.sampling.sampler import LENGTH, STOP, Sampler, SamplingConfig, Segment
 
-# Episode finish reasons: the environment's three, plus the total token budget running out before it ended.
-FINAL, FORMAT_ERROR, MAX_TURNS = protocol.FINAL, protocol.FORMAT_ERROR, protocol.MAX_TURNS
+# A finish reason is the environment's (its ``Step.reason``), or this one: the total token budget ran out first.
 TOKEN_BUDGET = "length"
-FINISH_REASONS = (FINAL, FORMAT_ERROR, MAX_TURNS, TOKEN_BUDGET)
 
 _ENV, _ASSISTANT, _SAMPLED = 0, 1, 2
 _CLOSING_TOKENS = 2  # room kept for the "<|im_end|>\n" that closes an unfinished last turn
@@ -50,20 +49,22 @@ class RolloutConfig:
   whose next feedback turn would leave no room ends with "length".
   """
 
-  max_turns: int = protocol.TRAIN_MAX_TURNS
+  max_turns: int = 8
   max_new_tokens: int = 512
   max_sequence_len: int = 8192
   temperature: float = 1.0
   top_p: float = 1.0
   top_k: int = 0
-  style: str = "default"
+  style: str = "default"  # the task's render style of feedback images (the examples' own)
+  episode_options: tuple = ()  # (name, value) pairs: task.episode_options(config), passed to task.new_episode
 
   def __post_init__(self):
     for name in ("max_turns", "max_new_tokens", "max_sequence_len"):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"RolloutConfig.{name} must be a positive int, got {value!r}")
-    render.get_style(self.style)
+    if not isinstance(self.style, str):
+      raise ValueError(f"RolloutConfig.style must be a render style name, got {self.style!r}")
 
   def sampling(self, chat: ChatProcessor) -> SamplingConfig:
     """Turns end at <|im_end|>; image/video pad tokens are never drawn (a later forward would scatter image
@@ -92,14 +93,14 @@ class Trajectory:
   image_grid_thw: np.ndarray  # [images, 3] int64
   turns: tuple[str, ...]  # assistant turn texts (prefix turns and forced openings included); score_turns input
   turn_finish_reasons: tuple[str, ...]  # per generated turn: "stop" (<|im_end|>) or "length" (turn budget)
-  finish_reason: str  # one of FINISH_REASONS
+  finish_reason: str  # the episode's end reason, or TOKEN_BUDGET
   num_prefix_turns: int
   prompt_index: int
-  spec: maps.MapSpec  # the map played (a replayed prefix's own map)
+  spec: Any  # the task's question spec (a replayed prefix's own)
   prompt_text: str
-  map_image: np.ndarray  # uint8 [H, W, 3]
-  feedback_texts: tuple[str, ...]  # environment turns after each route turn, prefix included
-  feedback_images: tuple[np.ndarray, ...]
+  map_image: np.ndarray  # uint8 [H, W, 3]: the question's image
+  feedback_texts: tuple[str, ...]  # environment turns after each non-final turn, prefix included ("": image only)
+  feedback_images: tuple[np.ndarray | None, ...]  # None: a text-only feedback turn
 
   @property
   def truncated(self) -> bool:
@@ -127,7 +128,7 @@ class Trajectory:
 class _Sample:
   """Host-side record of one sample while it is played."""
 
-  def __init__(self, prompt_index: int, episode: protocol.Episode, prompt_text: str, map_image: np.ndarray):
+  def __init__(self, prompt_index: int, episode, prompt_text: str, map_image: np.ndarray):
     self.prompt_index = prompt_index
     self.episode = episode
     self.prompt_text = prompt_text
@@ -135,7 +136,7 @@ class _Sample:
     self.pieces: list[tuple[np.ndarray, int, int, np.ndarray | None]] = []  # (tokens, kind, turn, log_probs)
     self.images: list[tuple[np.ndarray, np.ndarray]] = []  # (pixel_values, image_grid_thw) per segment
     self.feedback_texts: list[str] = []
-    self.feedback_images: list[np.ndarray] = []
+    self.feedback_images: list[np.ndarray | None] = []
     self.turn_finish_reasons: list[str] = []
     self.num_prefix_turns = 0
     self.forced_opening = ""
@@ -184,15 +185,20 @@ class _Sample:
     )
 
 
-def _user_turn(image, text: str) -> dict:
-  return {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": text}]}
+def _user_turn(image, text: str | None) -> dict:
+  """A user turn: the image (None: none) then the text (None or empty: none)."""
+  content = [] if image is None else [{"type": "image", "image": image}]
+  return {"role": "user", "content": content + ([{"type": "text", "text": text}] if text else [])}
 
 
-def _as_array(image) -> np.ndarray:
+def _as_array(image) -> np.ndarray | None:
+  if image is None:
+    return None
   return np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, np.uint8)
 
 
 def _prompt(
+  task,
   chat: ChatProcessor,
   spec,
   prefix: prefix_buffer_lib.PrefixEntry | None,
@@ -202,12 +208,14 @@ def _prompt(
 ) -> tuple[Segment, _Sample]:
   """The prompt segment of one question and the record its samples start from (copied per sample)."""
   if prefix is None:
-    episode = protocol.Episode(spec, max_turns=config.max_turns, style=config.style)
-    prompt_text, map_image = protocol.TASK_PROMPT, episode.images[0]
+    episode = task.new_episode(spec, max_turns=config.max_turns, style=config.style, **dict(config.episode_options))
+    prompt_text, map_image = episode.first_prompt()
   else:
     if not isinstance(prefix, prefix_buffer_lib.PrefixEntry):
       raise ValueError(f"prefixes[{prompt_index}] must be a PrefixEntry or None, got {type(prefix).__name__}")
-    episode = protocol.Episode(prefix.spec, max_turns=config.max_turns, style=config.style)
+    episode = task.new_episode(
+      prefix.spec, max_turns=config.max_turns, style=config.style, **dict(config.episode_options)
+    )
     prompt_text, map_image = prefix.prompt_text, prefix.map_image
   sample = _Sample(prompt_index, episode, prompt_text, _as_array(map_image))
   segment = Segment.from_encoding(chat.encode([_user_turn(map_image, prompt_text)]))
@@ -221,7 +229,7 @@ def _prompt(
       if step.done:
         raise ValueError(
           f"prefixes[{prompt_index}]: replayed turn {turn} ends the episode ({step.reason}); a "
-          f"prefix must hold route turns only, fewer than max_turns={config.max_turns}"
+          f"prefix must hold non-final turns only, fewer than max_turns={config.max_turns}"
         )
       sample.add(np.append(chat.encode_text(text), im_end), _ASSISTANT, turn)
       feedback_segment = Segment.from_encoding(
@@ -241,10 +249,12 @@ def _prompt(
   return Segment(tokens, np.concatenate(pixels), np.concatenate(grids)), sample
 
 
-def _copy_sample(sample: _Sample) -> _Sample:
+def _copy_sample(task, sample: _Sample, config: RolloutConfig) -> _Sample:
   copy = _Sample(
     sample.prompt_index,
-    protocol.Episode(sample.episode.spec, max_turns=sample.episode.max_turns, style=sample.episode.style),
+    task.new_episode(
+      sample.episode.spec, max_turns=config.max_turns, style=config.style, **dict(config.episode_options)
+    ),
     sample.prompt_text,
     sample.map_image,
   )
@@ -260,6 +270,7 @@ def _copy_sample(sample: _Sample) -> _Sample:
 
 
 def rollout(
+  task,
   sampler: Sampler,
   chat: ChatProcessor,
   params,
@@ -271,16 +282,16 @@ def rollout(
   config: RolloutConfig = RolloutConfig(),
   rng: jax.Array,
 ) -> list[Trajectory]:
-  """Plays `n_per_prompt` episodes per prompt; returns one Trajectory per sample, prompt-major (sample s belongs
-  to prompt s // n_per_prompt).
+  """Plays `n_per_prompt` episodes per prompt of `task` (a `vrrl_jax.tasks.Task`); returns one Trajectory per
+  sample, prompt-major (sample s belongs to prompt s // n_per_prompt).
 
-  specs[i]: the map of question i (a MapSpec or its dict); replaced by prefixes[i].spec when a prefix is given.
+  specs[i]: the question spec of question i (or its dict); replaced by prefixes[i].spec when a prefix is given.
   prefixes[i]: a PrefixEntry to replay (its turns count towards max_turns) or None. forced_openings[i]: text the
   first generated turn of question i starts with (e.g. "<THINK>" for wrong-type prefixes) or None.
   """
   specs = list(specs)
   if not specs:
-    raise ValueError("rollout needs at least one map spec")
+    raise ValueError("rollout needs at least one question spec")
   prefixes = [None] * len(specs) if prefixes is None else list(prefixes)
   forced_openings = [None] * len(specs) if forced_openings is None else list(forced_openings)
   if len(prefixes) != len(specs) or len(forced_openings) != len(specs):
@@ -296,11 +307,11 @@ def rollout(
 
   prompts, templates = zip(
     *(
-      _prompt(chat, spec, prefix, opening, config, i)
+      _prompt(task, chat, spec, prefix, opening, config, i)
       for i, (spec, prefix, opening) in enumerate(zip(specs, prefixes, forced_openings))
     )
   )
-  samples = [_copy_sample(templates[s // n_per_prompt]) for s in range(len(specs) * n_per_prompt)]
+  samples = [_copy_sample(task, templates[s // n_per_prompt], config) for s in range(len(specs) * n_per_prompt)]
   budgets = []
   for s, sample in enumerate(samples):
     room = config.max_sequence_len - sample.length - _CLOSING_TOKENS
@@ -335,7 +346,7 @@ def rollout(
         room = config.max_sequence_len - sample.length - len(feedback) - _CLOSING_TOKENS
         if room >= 1:
           sample.add_segment(feedback)
-          sample.feedback_texts.append(step.feedback_text)
+          sample.feedback_texts.append(step.feedback_text or "")
           sample.feedback_images.append(_as_array(step.feedback_image))
           continuing.append(int(s))
           segments.append(feedback)

@@ -173,7 +173,9 @@ def _bench(args) -> None:
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(
-    prog="python -m vrrl_jax.tasks.frozenlake", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    prog="python -m vrrl_jax.tasks.frozenlake",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
   )
   sub = parser.add_subparsers(dest="command", required=True)
 

@@ -3,13 +3,13 @@
 Two paths produce the *same* records:
 
 - ``iter_records(split, cfg)``: pure Python + Pillow, straight from the release's map files (packaged, see
-  ``envs/frozenlake/release_data.py``) and the generator. It is the default for training and evaluation: the whole task is 4,000-odd tiny maps, a map
+  ``release_data.py``) and the generator. It is the default for training and evaluation: the whole task is 4,000-odd tiny maps, a map
   renders in about a millisecond, so there is nothing to gain from a build step, and unit tests and the
   CPU demo need no TensorFlow and no prepared data directory.
 - ``FrozenLakeBuilder``: a tensorflow-datasets builder (array_record files, every feature a
   ``tfds.features.Tensor``, so neither building nor reading needs TensorFlow) for runs that want a
   versioned, materialised dataset readable by many hosts with ``builder.as_data_source()`` (random
-  access, works with grain or a plain loop). ``load_split(..., source="tfds")`` reads it back into the
+  access, works with grain or a plain loop). ``tfds_builder.load_split`` reads it back into the
   same ``Example`` objects as the light path.
 
 Images are stored as PNG bytes in a uint8 vector: exact, about 50x smaller than raw pixels, and
@@ -219,27 +219,6 @@ def decode_record(rec: dict[str, Any]) -> Example:
   )
 
 
-def load_split(
-  split: str, cfg: FrozenLakeDataConfig = FrozenLakeDataConfig(), *, source: str = "memory", data_dir: str | None = None
-) -> list[Example]:
-  """All examples of a split. ``source="memory"`` (default) renders them now; ``"tfds"`` reads a dataset
-  prepared with ``FrozenLakeBuilder`` under ``data_dir`` (and prepares it if missing)."""
-  if source == "memory":
-    return [decode_record(r) for r in iter_records(split, cfg)]
-  if source == "tfds":
-    if data_dir is None:
-      raise ValueError("source='tfds' needs data_dir")
-    builder = make_builder(cfg, data_dir)
-    builder.download_and_prepare()
-    ds = builder.as_data_source()[split]
-    return [decode_record(ds[i]) for i in range(len(ds))]
-  raise ValueError(f"source must be 'memory' or 'tfds', got {source!r}")
-
-
-def make_builder(cfg: FrozenLakeDataConfig, data_dir: str):
-  """A ``FrozenLakeBuilder`` for ``cfg`` writing array_record files under ``data_dir``."""
-  from vrrl_jax.tasks.frozenlake import tfds_builder  # tfds import is slow; only pay for it here
-
-  return tfds_builder.FrozenLakeBuilder(
-    config=tfds_builder.builder_config(cfg), data_dir=data_dir, file_format="array_record"
-  )
+def load_split(split: str, cfg: FrozenLakeDataConfig = FrozenLakeDataConfig()) -> list[Example]:
+  """All examples of a split, rendered now (``tfds_builder.load_split`` reads the same from a prepared dataset)."""
+  return [decode_record(r) for r in iter_records(split, cfg)]

@@ -1,4 +1,4 @@
-"""The tensorflow-datasets builder for FrozenLake (see ``frozenlake.py`` for why it is optional).
+"""The tensorflow-datasets builder for FrozenLake (see ``data.py`` for why it is optional).
 
 Every feature is a ``tfds.features.Tensor`` and files are array_record, so building and reading need
 no TensorFlow. The builder config's name is a hash of the data config, so two different configs never
@@ -65,3 +65,17 @@ class FrozenLakeBuilder(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, split):
     for rec in frozenlake.iter_records(split, self.builder_config.data):
       yield rec["map_id"], rec
+
+
+def make_builder(cfg: frozenlake.FrozenLakeDataConfig, data_dir: str) -> FrozenLakeBuilder:
+  """A ``FrozenLakeBuilder`` for ``cfg`` writing array_record files under ``data_dir``."""
+  return FrozenLakeBuilder(config=builder_config(cfg), data_dir=data_dir, file_format="array_record")
+
+
+def load_split(split: str, cfg: frozenlake.FrozenLakeDataConfig, data_dir: str) -> list[frozenlake.Example]:
+  """``data.load_split``'s examples, read from the dataset prepared under ``data_dir`` (prepared first if
+  missing)."""
+  builder = make_builder(cfg, data_dir)
+  builder.download_and_prepare()
+  ds = builder.as_data_source()[split]
+  return [frozenlake.decode_record(ds[i]) for i in range(len(ds))]

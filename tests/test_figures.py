@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vrrl_jax.tasks import frozenlake
 from vrrl_jax import figures
 from vrrl_jax.metrics import MetricsWriter
 
@@ -51,7 +52,7 @@ def test_run_figure_from_a_workdir(tmp_path):
     (tmp_path / name / "metrics.json").write_text(
       json.dumps({"by_level": {"L3": {"optimal_rate": rate}, "L10": {"optimal_rate": rate / 2}}})
     )
-  path = figures.run_figure(tmp_path, first_rl_step=4)
+  path = figures.run_figure(tmp_path, first_rl_step=4, task=frozenlake)
   image = Image.open(path)
   assert path.name == "run.png" and image.size == (2 * figures.WIDTH, figures.HEIGHT)
   left, top, right, bottom = figures.plot_area()
@@ -68,4 +69,4 @@ def test_run_figure_needs_something_to_draw(tmp_path):
   with MetricsWriter(tmp_path, process_index=0, console=None, tensorboard=False) as writer:
     writer.write(1, {"sft/loss": 1.0})
   with pytest.raises(ValueError, match="nothing|no RL reward"):
-    figures.run_figure(tmp_path, first_rl_step=2)
+    figures.run_figure(tmp_path, first_rl_step=2, task=frozenlake)

@@ -18,12 +18,14 @@ def tiny():
   return experiment.load_config(REPO / "configs" / "frozenlake_tiny_cpu.py")
 
 
-@pytest.mark.parametrize("name", ["frozenlake_tiny_cpu", "frozenlake_small_cpu", "frozenlake_grpo_tiny_cpu"])
+@pytest.mark.parametrize(
+  "name", ["frozenlake_tiny_cpu", "frozenlake_small_cpu", "frozenlake_grpo_tiny_cpu", "grounding_tiny_cpu"]
+)
 def test_cpu_configs_pass(name):
   run_config.validate(experiment.load_config(REPO / "configs" / f"{name}.py"))
 
 
-@pytest.mark.parametrize("name", ["frozenlake_qwen25vl_3b", "frozenlake_qwen3vl_4b"])
+@pytest.mark.parametrize("name", ["frozenlake_qwen25vl_3b", "frozenlake_qwen3vl_4b", "grounding_qwen25vl_3b"])
 def test_accelerator_configs_need_a_checkpoint(name):
   with pytest.raises(run_config.ConfigError, match="init_checkpoint"):
     run_config.validate(experiment.load_config(REPO / "configs" / f"{name}.py"))

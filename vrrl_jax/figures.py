@@ -1,7 +1,8 @@
 """Plain PNG charts drawn with Pillow (no plotting dependency): a run's picture at a glance.
 
-``run_figure(workdir)`` draws what a training run did: the sampled training reward per RL step (with a moving
-average) and greedy eval optimal_rate per level before and after RL, side by side, to ``workdir/run.png``.
+``run_figure(workdir, first_rl_step, task)`` draws what a training run did: the sampled training reward per RL step
+(with a moving average) and the task's greedy eval numbers per group (``task.eval_bars``: FrozenLake's optimal_rate
+per level) before and after RL, side by side, to ``workdir/run.png``.
 """
 
 from __future__ import annotations
@@ -142,9 +143,9 @@ def moving_average(values: Sequence[float], window: int) -> list[float]:
   return out
 
 
-def run_figure(workdir: str | os.PathLike, first_rl_step: int) -> pathlib.Path:
-  """``workdir/run.png``: training reward per RL step (steps after ``first_rl_step - 1``) and eval optimal_rate
-  per level before and after RL (each eval drawn if its ``metrics.json`` exists)."""
+def run_figure(workdir: str | os.PathLike, first_rl_step: int, task) -> pathlib.Path:
+  """``workdir/run.png``: training reward per RL step (steps after ``first_rl_step - 1``) and the task's eval bars
+  before and after RL (each eval drawn if its ``metrics.json`` exists)."""
   workdir = pathlib.Path(workdir)
   records = [
     r for r in metrics_lib.read_metrics(workdir) if r["step"] >= first_rl_step and r.get("reward/overall") is not None
@@ -165,14 +166,12 @@ def run_figure(workdir: str | os.PathLike, first_rl_step: int) -> pathlib.Path:
   for name in ("eval_before_rl", "eval_after_rl"):
     path = workdir / name / "metrics.json"
     if path.is_file():
-      evals[name.removeprefix("eval_").replace("_", " ")] = json.loads(path.read_text())["by_level"]
+      evals[name.removeprefix("eval_").replace("_", " ")] = task.eval_bars(json.loads(path.read_text()))
   if evals:
-    levels = sorted({level for by_level in evals.values() for level in by_level}, key=lambda s: int(s[1:]))
-    bars = {
-      name: [by_level[lv]["optimal_rate"] if lv in by_level else None for lv in levels]
-      for name, by_level in evals.items()
-    }
-    panels.append(bar_chart(levels, bars, title="greedy eval optimal_rate per level", ylabel="optimal_rate"))
+    groups = list(dict.fromkeys(group for values in evals.values() for group in values))
+    bars = {name: [values.get(group) for group in groups] for name, values in evals.items()}
+    metric = task.EVAL_BAR_METRIC
+    panels.append(bar_chart(groups, bars, title=f"greedy eval {metric} per group", ylabel=metric))
   if not panels:
     raise ValueError(f"{workdir}: no RL reward and no eval metrics to draw")
   path = workdir / FIGURE_FILE

@@ -173,7 +173,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ckpt.close()
   writer.close()
   if jax.process_index() == 0 and (rl_steps > 0 or results):
-    log.info("run figure: %s", figures.run_figure(workdir, first_rl_step=sft_steps + 1))
+    log.info("run figure: %s", figures.run_figure(workdir, first_rl_step=sft_steps + 1, task=exp.task))
   return results
 
 

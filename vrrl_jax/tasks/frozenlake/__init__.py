@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from vrrl_jax.tasks.frozenlake import data, evaluation, maps, parse, protocol, reward, transcripts
+from vrrl_jax.tasks.frozenlake import data, evaluation, maps, parse, protocol, render, reward, transcripts
 
 TRAIN_MAX_TURNS, EVAL_MAX_TURNS = protocol.TRAIN_MAX_TURNS, protocol.EVAL_MAX_TURNS
 REVISION_OPENING = "<THINK>"
@@ -60,6 +60,14 @@ def eval_examples(config) -> list[data.Example]:
 
 def parse_spec(spec) -> maps.MapSpec:
   return maps.parse_spec(spec)
+
+
+def max_image_side(config) -> int:
+  """A render is (level + 2) cells a side at most (a route may leave the map by one cell on each side:
+  ``render.canvas_margins``), at the train style's cell size."""
+  cfg = data_config(config)
+  level = max(spec.level for _, spec, _ in data.iter_specs("train", cfg))
+  return (level + 2) * render.get_style(cfg.train_style).cell_px
 
 
 # --- Episodes and reward --------------------------------------------------------------------------------------------
@@ -168,6 +176,15 @@ def headline(metrics: Mapping) -> dict[str, float]:
   out["overall/optimal_rate"] = metrics["overall"]["optimal_rate"]
   out["overall/format_error_rate"] = metrics["overall"]["format_error_rate"]
   return out
+
+
+EVAL_BAR_METRIC = "optimal_rate"
+
+
+def eval_bars(metrics: Mapping) -> dict[str, float]:
+  """optimal_rate per level, L3 first."""
+  by_level = metrics["by_level"]
+  return {level: by_level[level]["optimal_rate"] for level in sorted(by_level, key=lambda s: int(s[1:]))}
 
 
 def record_metrics(record: evaluation.EpisodeRecord) -> dict[str, Any]:

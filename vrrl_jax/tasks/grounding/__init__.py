@@ -255,6 +255,24 @@ def group_of(spec) -> str:
   return f"{spec.kind}/{spec.style}{' (OOD)' if styles.get_style(spec.style).ood else ''}"
 
 
+def gallery_image(spec, image, turns: Sequence[str], **options):
+  """The scene with the target box (green) and every point of the episode (red, numbered by turn) drawn on it."""
+  from PIL import Image, ImageDraw
+
+  spec = scenes.parse_spec(spec)
+  canvas = Image.fromarray(np.asarray(image)).convert("RGB") if not isinstance(image, Image.Image) else image.copy()
+  draw = ImageDraw.Draw(canvas)
+  draw.rectangle(scenes.scene_question(spec).box, outline=(0, 160, 0), width=2)
+  point_format = _reward_options(options).point_format
+  for turn_number, text in enumerate(turns, start=1):
+    point = parse.parse_turn(text, point_format).point
+    if point is not None:
+      x, y = point
+      draw.ellipse((x - 4, y - 4, x + 4, y + 4), outline=(220, 0, 0), width=2)
+      draw.text((x + 6, y - 6), str(turn_number), fill=(220, 0, 0))
+  return canvas
+
+
 def describe(spec) -> str:
   spec = scenes.parse_spec(spec)
   question = scenes.scene_question(spec)

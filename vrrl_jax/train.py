@@ -23,7 +23,6 @@ flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (TPU po
 
 log = logging.getLogger("vrrl_jax.train")
 
-SFT, RL, DONE = "sft", "rl", "done"
 
 
 def _initialize_distributed() -> None:

@@ -24,7 +24,6 @@ flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (TPU po
 log = logging.getLogger("vrrl_jax.train")
 
 
-
 def _initialize_distributed() -> None:
   import jax
 

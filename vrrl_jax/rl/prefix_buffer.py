@@ -31,6 +31,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import numbers
 import json
 import math
 import os
@@ -57,6 +58,75 @@ SKIPPED_FINISH_REASONS = ("format_error", "render_error")
 RESAMPLE_SCOPES = ("epoch", "run")
 _STATE_VERSION = 2  # 2: specs stored as the task's JSON dict
 _V1 = 1  # written before the task seam: FrozenLake's layout string + start_pos/target_pos columns (still read)
+
+
+@dataclasses.dataclass(frozen=True)
+class BufferFields:
+  """Per-sample prefix-buffer metadata, as upstream's reward manager passes it to the reward (every task's).
+
+  ``prefix_buffer_num_turns`` is the entry's number of route turns, i.e. the number of assistant
+  turns of the replayed prefix at the head of ``turns``.
+  """
+
+  is_prefix_buffer_rollout: bool = False
+  prefix_buffer_type: str | None = None
+  prefix_buffer_num_turns: int = 0
+
+  def __post_init__(self):
+    if not isinstance(self.is_prefix_buffer_rollout, (bool, np.bool_)):
+      raise ValueError(f"is_prefix_buffer_rollout must be a bool, got {self.is_prefix_buffer_rollout!r}")
+    flag = bool(self.is_prefix_buffer_rollout)
+    object.__setattr__(self, "is_prefix_buffer_rollout", flag)
+    if self.prefix_buffer_type not in (None, "") + PREFIX_TYPES:
+      raise ValueError(f"prefix_buffer_type must be one of {PREFIX_TYPES} or None, got {self.prefix_buffer_type!r}")
+    num = self.prefix_buffer_num_turns
+    if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 0:
+      raise ValueError(f"prefix_buffer_num_turns must be an int >= 0, got {num!r}")
+    object.__setattr__(self, "prefix_buffer_num_turns", int(num))
+    if flag and (self.prefix_buffer_type not in PREFIX_TYPES or self.prefix_buffer_num_turns < 1):
+      raise ValueError(
+        "a prefix-buffer rollout needs prefix_buffer_type in ('wrong', 'right') and "
+        f"prefix_buffer_num_turns >= 1, got {self.prefix_buffer_type!r}, {self.prefix_buffer_num_turns}"
+      )
+
+
+BUFFER_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(BufferFields))
+
+
+def buffer_fields_of(item: Any, where: str) -> BufferFields:
+  """One sample's BufferFields from itself, a mapping of its fields, or None (no buffer rollout); ``where`` names
+  the argument in errors."""
+  if item is None:
+    return BufferFields()
+  if isinstance(item, BufferFields):
+    return item
+  if isinstance(item, Mapping):
+    unknown = sorted(set(item) - BUFFER_FIELD_NAMES)
+    if unknown:
+      raise ValueError(f"{where} has unknown key(s) {unknown}; expected {sorted(BUFFER_FIELD_NAMES)}")
+    return BufferFields(**item)
+  raise ValueError(f"{where} must be a BufferFields, a mapping or None, got {type(item).__name__}")
+
+
+def per_sample_buffer_fields(buffer_fields: Any, batch: int) -> list[BufferFields]:
+  """``buffer_fields`` as one ``BufferFields`` per sample: None (no buffer rollouts), per sample (a sequence of
+  BufferFields / mappings / None) or columnar (a mapping from field name to a length-``batch`` sequence, as the RL
+  loop passes it)."""
+  if buffer_fields is None:
+    return [BufferFields()] * batch
+  if isinstance(buffer_fields, Mapping):
+    unknown = sorted(set(buffer_fields) - BUFFER_FIELD_NAMES)
+    if unknown:
+      raise ValueError(f"buffer_fields has unknown key(s) {unknown}; expected {sorted(BUFFER_FIELD_NAMES)}")
+    columns = {k: list(v) for k, v in buffer_fields.items()}
+    for name, column in columns.items():
+      if len(column) != batch:
+        raise ValueError(f"buffer_fields[{name!r}] has {len(column)} entries, expected {batch}")
+    return [BufferFields(**{k: v[i] for k, v in columns.items()}) for i in range(batch)]
+  items = list(buffer_fields)
+  if len(items) != batch:
+    raise ValueError(f"buffer_fields has {len(items)} entries, expected {batch}")
+  return [buffer_fields_of(item, f"buffer_fields[{i}]") for i, item in enumerate(items)]
 
 
 @dataclasses.dataclass(frozen=True)

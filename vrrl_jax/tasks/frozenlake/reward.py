@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from vrrl_jax.rl.prefix_buffer import BUFFER_FIELD_NAMES, BufferFields, per_sample_buffer_fields
 from vrrl_jax.tasks.frozenlake import maps
 from vrrl_jax.tasks.frozenlake.parse import FINAL, ROUTE, ParsedTurn, parse_turn
 
@@ -141,36 +142,8 @@ class RewardConfig:
     return cls(**options)
 
 
-@dataclasses.dataclass(frozen=True)
-class BufferFields:
-  """Per-sample prefix-buffer metadata, as upstream's reward manager passes it.
-
-  ``prefix_buffer_num_turns`` is the entry's number of route turns, i.e. the number of assistant
-  turns of the replayed prefix at the head of ``turns``.
-  """
-
-  is_prefix_buffer_rollout: bool = False
-  prefix_buffer_type: str | None = None
-  prefix_buffer_num_turns: int = 0
-
-  def __post_init__(self):
-    flag = _check_bool("is_prefix_buffer_rollout", self.is_prefix_buffer_rollout)
-    object.__setattr__(self, "is_prefix_buffer_rollout", flag)
-    if self.prefix_buffer_type not in (None, "") + PREFIX_TYPES:
-      raise ValueError(f"prefix_buffer_type must be one of {PREFIX_TYPES} or None, got {self.prefix_buffer_type!r}")
-    num = self.prefix_buffer_num_turns
-    if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 0:
-      raise ValueError(f"prefix_buffer_num_turns must be an int >= 0, got {num!r}")
-    object.__setattr__(self, "prefix_buffer_num_turns", int(num))
-    if flag and (self.prefix_buffer_type not in PREFIX_TYPES or self.prefix_buffer_num_turns < 1):
-      raise ValueError(
-        "a prefix-buffer rollout needs prefix_buffer_type in ('wrong', 'right') and "
-        f"prefix_buffer_num_turns >= 1, got {self.prefix_buffer_type!r}, {self.prefix_buffer_num_turns}"
-      )
-
-
 _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(RewardConfig))
-_BUFFER_FIELDS = frozenset(f.name for f in dataclasses.fields(BufferFields))
+_BUFFER_FIELDS = BUFFER_FIELD_NAMES
 
 # BFS distances depend only on the layout and the goal; a rollout group of n samples shares one map.
 _DISTANCE_CACHE: dict[tuple[tuple[str, ...], int], np.ndarray] = {}
@@ -379,19 +352,6 @@ def score_turns(turns: Sequence[str], spec: Mapping[str, Any] | maps.MapSpec, **
   return _score_parsed_map(_check_turns(turns), maps.parse_spec(spec), config, buffer)
 
 
-def _as_buffer_fields(item: BufferFields | Mapping[str, Any] | None, index: int) -> BufferFields:
-  if item is None:
-    return BufferFields()
-  if isinstance(item, BufferFields):
-    return item
-  if isinstance(item, Mapping):
-    unknown = sorted(set(item) - _BUFFER_FIELDS)
-    if unknown:
-      raise ValueError(f"buffer_fields[{index}] has unknown key(s) {unknown}; expected {sorted(_BUFFER_FIELDS)}")
-    return BufferFields(**item)
-  raise ValueError(f"buffer_fields[{index}] must be a BufferFields, a mapping or None, got {type(item).__name__}")
-
-
 def score_batch(
   turns_batch: Sequence[Sequence[str]],
   specs: Sequence[Mapping[str, Any] | maps.MapSpec],
@@ -410,22 +370,7 @@ def score_batch(
   batch = len(turns_batch)
   if len(specs) != batch:
     raise ValueError(f"got {batch} transcripts but {len(specs)} specs")
-  if buffer_fields is None:
-    buffers = [BufferFields()] * batch
-  elif isinstance(buffer_fields, Mapping):
-    unknown = sorted(set(buffer_fields) - _BUFFER_FIELDS)
-    if unknown:
-      raise ValueError(f"buffer_fields has unknown key(s) {unknown}; expected {sorted(_BUFFER_FIELDS)}")
-    columns = {k: list(v) for k, v in buffer_fields.items()}
-    for name, column in columns.items():
-      if len(column) != batch:
-        raise ValueError(f"buffer_fields[{name!r}] has {len(column)} entries, expected {batch}")
-    buffers = [BufferFields(**{k: v[i] for k, v in columns.items()}) for i in range(batch)]
-  else:
-    items = list(buffer_fields)
-    if len(items) != batch:
-      raise ValueError(f"buffer_fields has {len(items)} entries, expected {batch}")
-    buffers = [_as_buffer_fields(item, i) for i, item in enumerate(items)]
+  buffers = per_sample_buffer_fields(buffer_fields, batch)
 
   # A group's n samples usually share one spec object: validate it once.
   parsed_specs: dict[int, maps.MapSpec] = {}

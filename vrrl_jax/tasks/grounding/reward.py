@@ -53,6 +53,12 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from vrrl_jax.rl.prefix_buffer import (
+  BUFFER_FIELD_NAMES,
+  BufferFields,
+  buffer_fields_of,
+  per_sample_buffer_fields,
+)
 from vrrl_jax.tasks.grounding import parse, scenes
 
 METRIC_KEYS = (
@@ -135,35 +141,8 @@ class RewardConfig:
     return cls(**options)
 
 
-@dataclasses.dataclass(frozen=True)
-class BufferFields:
-  """Per-sample prefix-buffer metadata. ``prefix_buffer_num_turns``: the replayed prefix's assistant turns at the
-  head of ``turns``."""
-
-  is_prefix_buffer_rollout: bool = False
-  prefix_buffer_type: str | None = None
-  prefix_buffer_num_turns: int = 0
-
-  def __post_init__(self):
-    if not isinstance(self.is_prefix_buffer_rollout, (bool, np.bool_)):
-      raise ValueError(f"is_prefix_buffer_rollout must be a bool, got {self.is_prefix_buffer_rollout!r}")
-    flag = bool(self.is_prefix_buffer_rollout)
-    object.__setattr__(self, "is_prefix_buffer_rollout", flag)
-    if self.prefix_buffer_type not in (None, "") + PREFIX_TYPES:
-      raise ValueError(f"prefix_buffer_type must be one of {PREFIX_TYPES} or None, got {self.prefix_buffer_type!r}")
-    num = self.prefix_buffer_num_turns
-    if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 0:
-      raise ValueError(f"prefix_buffer_num_turns must be an int >= 0, got {num!r}")
-    object.__setattr__(self, "prefix_buffer_num_turns", int(num))
-    if flag and (self.prefix_buffer_type not in PREFIX_TYPES or self.prefix_buffer_num_turns < 1):
-      raise ValueError(
-        "a prefix-buffer rollout needs prefix_buffer_type in ('wrong', 'right') and "
-        f"prefix_buffer_num_turns >= 1, got {self.prefix_buffer_type!r}, {self.prefix_buffer_num_turns}"
-      )
-
-
 _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(RewardConfig))
-_BUFFER_FIELDS = frozenset(f.name for f in dataclasses.fields(BufferFields))
+_BUFFER_FIELDS = BUFFER_FIELD_NAMES
 
 
 def is_correct(point: tuple[int, int] | None, question: scenes.Question, config: RewardConfig) -> bool:
@@ -285,19 +264,6 @@ def _score(turns: list[str], spec: scenes.GroundingSpec, config: RewardConfig, b
   }
 
 
-def _buffer(item: BufferFields | Mapping[str, Any] | None, where: str) -> BufferFields:
-  if item is None:
-    return BufferFields()
-  if isinstance(item, BufferFields):
-    return item
-  if isinstance(item, Mapping):
-    unknown = sorted(set(item) - _BUFFER_FIELDS)
-    if unknown:
-      raise ValueError(f"{where} has unknown key(s) {unknown}; expected {sorted(_BUFFER_FIELDS)}")
-    return BufferFields(**item)
-  raise ValueError(f"{where} must be a BufferFields, a mapping or None, got {type(item).__name__}")
-
-
 def _config(config: RewardConfig | None) -> RewardConfig:
   if config is None:
     return RewardConfig()
@@ -313,7 +279,7 @@ def score_turns(
   buffer: BufferFields | Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
   """Scores one episode: every key of ``METRIC_KEYS`` as a float."""
-  return _score(check_turns(turns), scenes.parse_spec(spec), _config(config), _buffer(buffer, "buffer"))
+  return _score(check_turns(turns), scenes.parse_spec(spec), _config(config), buffer_fields_of(buffer, "buffer"))
 
 
 def score_batch(
@@ -332,22 +298,7 @@ def score_batch(
   batch = len(turns_batch)
   if len(specs) != batch:
     raise ValueError(f"got {batch} transcripts but {len(specs)} specs")
-  if buffer_fields is None:
-    buffers = [BufferFields()] * batch
-  elif isinstance(buffer_fields, Mapping):
-    unknown = sorted(set(buffer_fields) - _BUFFER_FIELDS)
-    if unknown:
-      raise ValueError(f"buffer_fields has unknown key(s) {unknown}; expected {sorted(_BUFFER_FIELDS)}")
-    columns = {k: list(v) for k, v in buffer_fields.items()}
-    for name, column in columns.items():
-      if len(column) != batch:
-        raise ValueError(f"buffer_fields[{name!r}] has {len(column)} entries, expected {batch}")
-    buffers = [BufferFields(**{k: v[i] for k, v in columns.items()}) for i in range(batch)]
-  else:
-    items = list(buffer_fields)
-    if len(items) != batch:
-      raise ValueError(f"buffer_fields has {len(items)} entries, expected {batch}")
-    buffers = [_buffer(item, f"buffer_fields[{i}]") for i, item in enumerate(items)]
+  buffers = per_sample_buffer_fields(buffer_fields, batch)
   out = {key: np.zeros(batch, dtype=np.float64) for key in METRIC_KEYS}
   for i, (turns, spec, buffer) in enumerate(zip(turns_batch, specs, buffers)):
     metrics = _score(check_turns(turns), scenes.parse_spec(spec), config, buffer)

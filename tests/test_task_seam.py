@@ -8,9 +8,9 @@ import pytest
 from vrrl_jax import tasks
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "vrrl_jax"
-# Not generic layers: tools that build the shipped assets from a concrete task's content (the packaged tokenizer from
-# every task's text; FrozenLake's perception pretraining).
-TASK_CONSUMERS = ("vrrl_jax.data.task_tokenizer", "vrrl_jax.pretrain")
+# Not a generic layer: the pretraining stage, which builds the shipped tiny VLM and its tokenizer from
+# FrozenLake's perception tasks and text.
+TASK_CONSUMERS = ("vrrl_jax.pretrain",)
 
 
 def _module_name(path: pathlib.Path) -> str:

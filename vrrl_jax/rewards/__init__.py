@@ -1,0 +1,1 @@
+"""Scorers other projects published, reproduced exactly (ViGoRL: ``vigorl``)."""

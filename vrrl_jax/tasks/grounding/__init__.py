@@ -212,9 +212,11 @@ def is_correct(spec, proposal, **options) -> bool:
 
 
 def episode_record(example, trajectory) -> evaluate.EpisodeRecord:
-  return evaluate.episode_record(
+  """The crops are counted from what the rollout showed (the run's eval turn budget may be below the protocol's)."""
+  record = evaluate.episode_record(
     trajectory.spec, trajectory.turns, trajectory.finish_reason, max_turns=EVAL_MAX_TURNS, example_id=example.map_id
   )
+  return dataclasses.replace(record, crops=sum(image is not None for image in trajectory.feedback_images))
 
 
 def aggregate(records) -> dict:

@@ -142,7 +142,7 @@ def evaluate(exp, config, params, outdir: pathlib.Path, *, sampler=None, links=(
           "mode": "eval",
           "metrics": {
             **task.record_metrics(rec),
-            **{k: float(scores[k][i]) for k in ("overall", "format", "reflection")},
+            **{k: float(scores[k][i]) for k in ("overall", "format", "reflection") if k in scores},
           },
         }
       )

@@ -175,6 +175,14 @@ def as_row(t: rollout_lib.Trajectory) -> conversation.EncodedConversation:
 # From kept groups to one update batch.
 
 
+def without_truncated(mask: np.ndarray, truncated: Sequence[bool]) -> np.ndarray:
+  """ViGoRL's rule: a sample that ran out of tokens (a turn's budget or the whole sequence's) carries no loss at all;
+  ``truncated`` covers the first rows of ``mask`` (the rest is padding)."""
+  keep = np.ones(mask.shape[0], bool)
+  keep[: len(truncated)] = ~np.asarray(truncated, bool)
+  return mask * keep[:, None].astype(mask.dtype)
+
+
 def build_update_batch(exp, config, groups: Sequence[Group], rng: np.random.Generator, num_rows: int):
   micro = int(config.rl.micro_batches)
   samples = [s for g in groups for s in g.samples]
@@ -192,6 +200,8 @@ def build_update_batch(exp, config, groups: Sequence[Group], rng: np.random.Gene
   mask, start_turn = modes_lib.loss_mask(
     padded.assistant_mask, padded.turn_index, num_turns, sample_modes, prefix_turns, run_config.mode_config(config), rng
   )
+  if not config.rl.get("truncated_loss", True):
+    mask = without_truncated(mask, [s.truncated for s in samples])
   targets, target_mask = rl_step.next_token_targets(padded.input_ids, mask)
   # Sampler log-probs, aligned with targets like the trainer's (token t+1 predicted at t).
   sample_logp = np.zeros(padded.input_ids.shape, np.float32)

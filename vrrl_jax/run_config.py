@@ -193,6 +193,7 @@ RL_KEYS = (
   "random_start_turn_min",
   "mask_all_until_final",
   "mask_buffer_prefix",
+  "truncated_loss",  # optional (default True); False: a truncated sample carries no loss at all (ViGoRL)
   "buffer",
   "filter",
   "loss",
@@ -356,6 +357,8 @@ def validate(config) -> None:
   require_number(config, "rl.temperature", 0.0, low_open=True)
   require_number(config, "rl.top_p", 0.0, 1.0, low_open=True)
   require_int(config, "rl.random_start_turn_min", 0)
+  if "truncated_loss" in config.rl:
+    require_bool(config, "rl.truncated_loss")
   for name in ("mask_all_until_final", "mask_buffer_prefix"):
     require_bool(config, f"rl.{name}")
   for name, default in (

@@ -9,6 +9,10 @@ conversation.
 Roles per token: ``assistant_mask`` is 1 on the tokens the policy produces (the turn's text and its closing
 ``<|im_end|>``, which is how the model learns to stop); ``turn_index`` is the assistant turn (0-based) of
 those tokens and -1 elsewhere; everything else (system, user text, images, chat markers) is environment.
+
+An assistant message may start with a ``"prefill"``: text the environment wrote into the turn before the model
+continued it (ViGoRL's forced final answer). Its tokens are environment tokens, encoded on their own as the rollout
+encodes a forced opening, so SFT and RL see the same split.
 """
 
 from __future__ import annotations
@@ -17,6 +21,26 @@ import dataclasses
 from typing import Any, Sequence
 
 import numpy as np
+
+# Where an environment text puts its image (ViGoRL's observation turn: "...:\n<image></observation>").
+IMAGE_PLACEHOLDER = "<image>"
+
+
+def user_message(image, text: str | None) -> dict:
+  """A user turn with at most one image: at ``IMAGE_PLACEHOLDER`` when the text holds it (once), else before the
+  text. ``image`` None: text only; ``text`` None or empty: the image only."""
+  text = text or ""
+  if text.count(IMAGE_PLACEHOLDER) > 1:
+    raise ValueError(f"a user turn holds one image; the text has {text.count(IMAGE_PLACEHOLDER)} {IMAGE_PLACEHOLDER}")
+  if IMAGE_PLACEHOLDER in text and image is None:
+    raise ValueError(f"the text places an image ({IMAGE_PLACEHOLDER}) but none is given: {text!r}")
+  before, _, after = text.partition(IMAGE_PLACEHOLDER) if IMAGE_PLACEHOLDER in text else ("", "", text)
+  parts = [{"type": "text", "text": before}] if before else []
+  if image is not None:
+    parts.append({"type": "image", "image": image})
+  if after:
+    parts.append({"type": "text", "text": after})
+  return {"role": "user", "content": parts}
 
 
 @dataclasses.dataclass
@@ -58,7 +82,15 @@ def encode_conversation(processor, messages: Sequence[dict[str, Any]]) -> Encode
       raise ValueError(f"message {i}: expected an assistant turn, got role {msg.get('role')!r}")
     if not isinstance(msg.get("content"), str):
       raise ValueError(f"message {i}: assistant content must be a string")
-    text = processor.encode_text(msg["content"])
+    content, prefill = msg["content"], msg.get("prefill", "")
+    if not isinstance(prefill, str) or not content.startswith(prefill) or (prefill and content == prefill):
+      raise ValueError(f"message {i}: prefill {prefill!r} must be a str that starts the content and is not all of it")
+    if prefill:
+      opening = processor.encode_text(prefill).astype(np.int64)
+      ids.append(opening)
+      roles.append(np.zeros(opening.shape, np.int32))
+      turns.append(np.full(opening.shape, -1, np.int32))
+    text = processor.encode_text(content[len(prefill) :])
     piece = np.concatenate([text, [im_end]]).astype(np.int64)
     ids.append(piece)
     roles.append(np.full(piece.shape, int(msg.get("loss", True)), np.int32))

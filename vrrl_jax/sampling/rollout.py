@@ -3,7 +3,9 @@
 `rollout` plays a batch of episodes turn by turn (VRRL_SPEC sections 1, 3, 4). Each prompt (a question, or a
 replayed prefix from the buffer, optionally followed by a forced assistant opening such as "<THINK>") is prefilled
 once and fanned out to `n_per_prompt` samples. After every turn the host hands each sample's text to its episode
-(`task.new_episode`), which answers with a feedback turn (an image and/or text) or ends; the feedback turn is
+(`task.new_episode`), which answers with a feedback turn (an image and/or text; the text may place the image with
+`conversation.IMAGE_PLACEHOLDER`), optionally with a forced opening of the next assistant turn (its Step's
+``next_opening``, e.g. ViGoRL's forced final answer), or ends; the feedback turn is
 tokenised with `ChatProcessor.encode_segment`; only the samples whose episode goes on are continued, on the cache
 they already have (no re-prefill). The driver knows no task: the task is handed in.
 
@@ -30,6 +32,7 @@ import jax
 import numpy as np
 from PIL import Image
 
+from vrrl_jax.data import conversation
 from vrrl_jax.data.processor import ChatProcessor
 from vrrl_jax.rl import prefix_buffer as prefix_buffer_lib
 from vrrl_jax.sampling.sampler import LENGTH, STOP, Sampler, SamplingConfig, Segment
@@ -185,12 +188,6 @@ class _Sample:
     )
 
 
-def _user_turn(image, text: str | None) -> dict:
-  """A user turn: the image (None: none) then the text (None or empty: none)."""
-  content = [] if image is None else [{"type": "image", "image": image}]
-  return {"role": "user", "content": content + ([{"type": "text", "text": text}] if text else [])}
-
-
 def _as_array(image) -> np.ndarray | None:
   if image is None:
     return None
@@ -218,7 +215,7 @@ def _prompt(
     )
     prompt_text, map_image = prefix.prompt_text, prefix.map_image
   sample = _Sample(prompt_index, episode, prompt_text, _as_array(map_image))
-  segment = Segment.from_encoding(chat.encode([_user_turn(map_image, prompt_text)]))
+  segment = Segment.from_encoding(chat.encode([conversation.user_message(map_image, prompt_text)]))
   sample.add_segment(segment)
   if prefix is not None:
     im_end = chat.token_ids.im_end_id
@@ -226,6 +223,8 @@ def _prompt(
       zip(prefix.assistant_texts, prefix.feedback_texts, prefix.feedback_images)
     ):
       step = episode.step(text)
+      # The environment's own opening of the next turn (a forced answer) takes the place of the caller's.
+      forced_opening = getattr(step, "next_opening", None) or forced_opening
       if step.done:
         raise ValueError(
           f"prefixes[{prompt_index}]: replayed turn {turn} ends the episode ({step.reason}); a "
@@ -233,7 +232,7 @@ def _prompt(
         )
       sample.add(np.append(chat.encode_text(text), im_end), _ASSISTANT, turn)
       feedback_segment = Segment.from_encoding(
-        chat.encode_segment([_user_turn(image, feedback)], prefix_ends_with="im_end")
+        chat.encode_segment([conversation.user_message(image, feedback)], prefix_ends_with="im_end")
       )
       sample.add_segment(feedback_segment)
       sample.feedback_texts.append(feedback)
@@ -340,14 +339,23 @@ def rollout(
       if not step.done:
         feedback = Segment.from_encoding(
           chat.encode_segment(
-            [_user_turn(step.feedback_image, step.feedback_text)], prefix_ends_with="im_end" if stopped else "text"
+            [conversation.user_message(step.feedback_image, step.feedback_text)],
+            prefix_ends_with="im_end" if stopped else "text",
           )
         )
-        room = config.max_sequence_len - sample.length - len(feedback) - _CLOSING_TOKENS
+        opening = getattr(step, "next_opening", None) or ""
+        opening_ids = chat.encode_text(opening) if opening else np.zeros(0, np.int32)
+        room = config.max_sequence_len - sample.length - len(feedback) - len(opening_ids) - _CLOSING_TOKENS
         if room >= 1:
           sample.add_segment(feedback)
           sample.feedback_texts.append(step.feedback_text or "")
           sample.feedback_images.append(_as_array(step.feedback_image))
+          if opening:
+            sample.add(opening_ids, _ENV)
+            sample.forced_opening = opening
+            feedback = Segment(
+              np.concatenate([feedback.input_ids, opening_ids]), feedback.pixel_values, feedback.image_grid_thw
+            )
           continuing.append(int(s))
           segments.append(feedback)
           budgets.append(min(config.max_new_tokens, room))

@@ -25,7 +25,9 @@ class Episode(Protocol):
 
   def step(self, assistant_text: str) -> Any:
     """The environment's answer to one assistant turn: an object with ``done``, ``reason`` (when done),
-    ``feedback_text`` and ``feedback_image`` (when not done)."""
+    ``feedback_text`` and ``feedback_image`` (when not done), and optionally ``next_opening``: text the next
+    assistant turn is forced to start with (environment tokens; the turn text handed back to ``step`` includes it).
+    ``feedback_text`` may place the image with ``vrrl_jax.data.conversation.IMAGE_PLACEHOLDER``."""
 
 
 class Task(Protocol):

@@ -1,0 +1,77 @@
+"""ViGoRL's multi-turn zoom-in on synthetic visual search, at toy scale on a CPU: SFT on search-tree style
+transcripts, GRPO (ViGoRL's RL: normal rollouts, k3 KL, no replay buffer), eval in and out of distribution.
+
+  python -m vrrl_jax.train --config configs/vigorl_search_tiny_cpu.py --workdir runs/vigorl_search
+
+A 1008 x 1008 canvas with one small target among 20-40 distractors, seen at 252 x 252 (the tiny model's whole image
+budget, 9 x 9 tokens), where the target is a ~5 px blob; a ``search_coordinate`` call returns an 84 px window of the
+view cut from the full-resolution canvas and resized to 252 px, where it is ~15 px. Questions: the target's colour
+or shape (string match) or where it is (point in box). Starts from the shipped tiny VLM (decoder and tokenizer; its
+vision tower trains at 0.1x). Set ``data.protocol="grounded_thinking"`` for the single-turn form.
+"""
+
+import importlib.util
+import pathlib
+
+_spec = importlib.util.spec_from_file_location(
+  "frozenlake_tiny_cpu", pathlib.Path(__file__).with_name("frozenlake_tiny_cpu.py")
+)
+frozenlake_tiny_cpu = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(frozenlake_tiny_cpu)
+
+
+def get_config():
+  c = frozenlake_tiny_cpu.get_config()
+  c.task = "vigorl"
+  c.max_sequence_len = 1024  # prompt ~180 tokens + 81 per image (the scene, up to 3 crops in SFT), turns ~50 tokens
+  # vrrl_jax.tasks.vigorl.DataConfig: scenes, splits (disjoint by scene identity) and ViGoRL's crop settings.
+  c.data = dict(
+    kind="search",
+    preset="small",
+    questions=("color", "shape", "locate"),
+    train_size=1000,
+    eval_size=32,
+    train_seed=0,
+    eval_seed=1,
+    protocol="multi_turn",
+    offset=42,
+    crop_size=252,
+    dot=False,  # ViGoRL's visual-search setting: no dot
+    max_images=5,
+  )
+  c.optimizer.frozen = ()
+  c.optimizer.lr_scale = dict(visual=0.1)
+  c.optimizer.grad_clip_norm = 0.2  # ViGoRL's multi-turn RL clip (SFT shares the optimizer settings)
+  # Rows hold the scene and at most 3 crops: 4 x 324 patches.
+  c.sft.update(steps=200, batch_size=8, learning_rate=1e-3, min_length=768, min_patches=8 * 4 * 324)
+  c.sft.wrong_route_loss = True
+  c.sft.transcripts = dict(p_wrong_first=0.5, p_another_wrong=0.2, max_wrong=2)
+  c.rl.update(
+    steps=8,
+    prompts_per_step=4,
+    samples_per_prompt=8,  # ViGoRL's multi-turn group size
+    learning_rate=1e-4,
+    max_new_tokens=64,
+    max_turns=5,
+    temperature=1.0,
+    top_p=0.99,
+    update_min_rows=32,
+    update_min_length=1024,
+    update_min_patches=32 * 5 * 324,
+    truncated_loss=False,  # ViGoRL: a truncated response carries no loss
+  )
+  c.rl.mode_weights = dict(normal=1.0, random_start=0.0, prefix_buffer=0.0)
+  c.rl.loss.update(kl_coef=0.01, clip_low=0.2, clip_high=0.2)
+  c.rl.reward = dict()  # ViGoRL's scorers have no options
+  c.sampler = dict(min_batch=8, min_cache=1024, min_patches_per_row=324)
+  c.eval = dict(
+    splits=("eval_id", "eval_ood"),
+    examples_per_split=16,
+    max_turns=5,
+    max_new_tokens=64,
+    batch_size=16,
+    before_rl=True,
+    gallery_episodes=12,
+  )
+  c.log.console_keys = ("sft/loss", "reward/overall", "reward/accuracy", "reward/format", "loss/pg", "time/step")
+  return c

@@ -270,3 +270,16 @@ def test_shipped_checkpoint_is_small_loads_everywhere_and_its_card_tells_the_tru
   card = (TINY_VLM_DIR / "MODEL_CARD.md").read_text()
   for name, value in metrics.items():
     assert f"| {name.removeprefix('heldout/')} | {value:.4f} |" in card, name
+
+
+def test_the_shipped_config_names_its_own_tokenizers_bos_and_eos():
+  """Left out, transformers fills in Qwen's 151643 / 151645, outside the 724-token vocabulary (and warns)."""
+  from transformers import AutoTokenizer
+
+  from vrrl_jax.pretrain import TINY_VLM_DIR
+
+  config = json.loads((TINY_VLM_DIR / "config.json").read_text())
+  tokenizer = AutoTokenizer.from_pretrained(str(TINY_VLM_DIR))
+  vocab = config["text_config"]["vocab_size"]
+  for name, token in (("bos_token_id", "<|endoftext|>"), ("eos_token_id", "<|im_end|>")):
+    assert config[name] == config["text_config"][name] == tokenizer.convert_tokens_to_ids(token) < vocab

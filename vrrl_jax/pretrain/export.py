@@ -14,13 +14,28 @@ import numpy as np
 from vrrl_jax.checkpoints import hf, safetensors_io
 
 
+def with_text_token_ids(hf_config: dict, tokenizer) -> dict:
+  """``bos_token_id`` (<|endoftext|>) and ``eos_token_id`` (<|im_end|>) of *this* tokenizer, top level and in
+  ``text_config``, as Qwen's config.json carries them; left out, transformers fills in Qwen's ids (151643, 151645),
+  outside a small vocabulary, and warns."""
+  ids = {
+    "bos_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+    "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
+  }
+  out = {**hf_config, **ids}
+  if isinstance(hf_config.get("text_config"), dict):
+    out["text_config"] = {**hf_config["text_config"], **ids}
+  return out
+
+
 def export_hf(exp, params, out: str | os.PathLike) -> list[str]:
   """Writes ``params`` of ``exp``'s model under ``out`` (float32); returns the files written."""
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   config = exp.model_config
   state_dict = hf.state_dict_from_params(jax.tree.map(np.asarray, jax.device_get(params)), config, layout="disk")
-  written = safetensors_io.write_checkpoint(out, state_dict, safetensors_io.hf_config_dict(config), "float32", "5GB")
+  hf_config = with_text_token_ids(safetensors_io.hf_config_dict(config), exp.tokenizer)
+  written = safetensors_io.write_checkpoint(out, state_dict, hf_config, "float32", "5GB")
   written += [pathlib.Path(f).name for f in exp.tokenizer.save_pretrained(str(out))]
   (out / "preprocessor_config.json").write_text(json.dumps(exp.processor.image_config.to_hf_dict(), indent=2) + "\n")
   return sorted(set(written + ["preprocessor_config.json"]))

@@ -160,3 +160,13 @@ def test_episode_records_of_a_played_transcript():
   assert record.correct and record.format_ok and record.unique_coordinates == 2 and record.n_turns == 3
   image = vigorl.gallery_image(spec, spec_lib.scene_of(spec).image, turns)
   assert image.size == spec.view_size
+
+
+def test_the_gallery_shows_every_style_and_the_transcripts_crops(tmp_path):
+  from vrrl_jax.tasks.vigorl import gallery
+
+  page = gallery.write_gallery(tmp_path).read_text()
+  for kind, module in spec_lib.GENERATORS.items():
+    for style in module.ID_STYLES + module.OOD_STYLES:
+      assert f"{kind}_{style}_view.png" in page and (tmp_path / f"{kind}_{style}_target.png").is_file()
+    assert (tmp_path / f"transcript_{kind}_crop2.png").is_file() and protocol.WAIT in page

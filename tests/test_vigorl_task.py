@@ -2,6 +2,7 @@
 transcripts that the reward scores as right, config errors named at startup, the replay-buffer verdict and the
 eval aggregate (checked against records counted by hand)."""
 
+import html
 import pathlib
 
 import numpy as np
@@ -169,4 +170,4 @@ def test_the_gallery_shows_every_style_and_the_transcripts_crops(tmp_path):
   for kind, module in spec_lib.GENERATORS.items():
     for style in module.ID_STYLES + module.OOD_STYLES:
       assert f"{kind}_{style}_view.png" in page and (tmp_path / f"{kind}_{style}_target.png").is_file()
-    assert (tmp_path / f"transcript_{kind}_crop2.png").is_file() and protocol.WAIT in page
+    assert (tmp_path / f"transcript_{kind}_crop2.png").is_file() and html.escape(protocol.WAIT) in page

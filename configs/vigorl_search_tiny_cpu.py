@@ -51,7 +51,7 @@ def get_config():
     prompts_per_step=4,
     samples_per_prompt=8,  # ViGoRL's multi-turn group size
     learning_rate=1e-4,
-    max_new_tokens=64,
+    max_new_tokens=128,  # a look is ~70 tokens with the tiny tokenizer (think + the JSON call)
     max_turns=5,
     temperature=1.0,
     top_p=0.99,
@@ -68,7 +68,7 @@ def get_config():
     splits=("eval_id", "eval_ood"),
     examples_per_split=16,
     max_turns=5,
-    max_new_tokens=64,
+    max_new_tokens=128,  # a look is ~70 tokens with the tiny tokenizer (think + the JSON call)
     batch_size=16,
     before_rl=True,
     gallery_episodes=12,

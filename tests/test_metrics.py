@@ -150,6 +150,29 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
   dead.close()  # only to stop its event thread; it has nothing left to write
 
 
+def test_a_run_resumed_at_its_last_sft_step_logs_the_eval_before_rl_again(tmp_path):
+  """The SFT_DONE checkpoint of step 2 precedes the eval logged at step 2; a resume there redoes that eval only."""
+  with metrics.MetricsWriter(tmp_path, process_index=0, console=None, tensorboard=False) as writer:
+    writer.write(1, {"sft/loss": 3.0})
+    writer.write(2, {"sft/loss": 2.0})
+    writer.write(2, {"eval_before_rl/accuracy": 0.25})
+    writer.write(3, {"reward/overall": 0.5})
+  with pytest.raises(ValueError, match="comes before"):  # without redo, step 2 is closed
+    metrics.MetricsWriter(tmp_path, resume_step=2, process_index=0, console=None, tensorboard=False).write(2, {})
+  redo = ("eval_before_rl/",)
+  with metrics.MetricsWriter(
+    tmp_path, resume_step=2, process_index=0, console=None, tensorboard=False, redo_at_resume=redo
+  ) as writer:
+    writer.write(2, {"eval_before_rl/accuracy": 0.5})
+    writer.write(3, {"reward/overall": 0.75})
+  assert _without_wall_time(metrics.read_metrics(tmp_path)) == [
+    {"step": 1, "sft/loss": 3.0},
+    {"step": 2, "sft/loss": 2.0},
+    {"step": 2, "eval_before_rl/accuracy": 0.5},
+    {"step": 3, "reward/overall": 0.75},
+  ]
+
+
 def test_fresh_run_empties_a_stale_file(tmp_path):
   with metrics.MetricsWriter(tmp_path, process_index=0, console=None, tensorboard=False) as writer:
     writer.write(3, {"loss": 1.0})

@@ -119,6 +119,9 @@ class MetricsWriter:
   ``write`` calls need ``step > resume_step`` and steps that never go down. ``console_keys``: the keys
   of the console line (None: all); ``console``: where the line goes (None: no console line).
   ``process_index``: this host's index (None: ``jax.process_index()``); only 0 writes.
+  ``redo_at_resume``: key prefixes of records *at* ``resume_step`` that the resumed run writes again (the eval
+  between SFT and RL runs after the checkpoint of the last SFT step): those records are dropped and the step may be
+  written once more.
   """
 
   def __init__(
@@ -131,6 +134,7 @@ class MetricsWriter:
     tensorboard: bool = True,
     process_index: int | None = None,
     flush_secs: int = 30,
+    redo_at_resume: Sequence[str] = (),
   ):
     if resume_step is not None:
       resume_step = _check_step(resume_step)
@@ -148,14 +152,15 @@ class MetricsWriter:
     self.console_keys = console_keys
     self.console = console
     self.active = process_index == 0
-    self._min_step = 0 if resume_step is None else resume_step + 1
+    redo = tuple(redo_at_resume) if resume_step is not None else ()
+    self._min_step = 0 if resume_step is None else resume_step + (0 if redo else 1)
     self._file = None
     self._tb = None
     self._closed = False
     if not self.active:
       return
     self.workdir.mkdir(parents=True, exist_ok=True)
-    self._drop_lines_after(-1 if resume_step is None else resume_step)
+    self._drop_lines_after(-1 if resume_step is None else resume_step, redo)
     self._file = open(self.path, "a", encoding="utf-8")
     if tensorboard:
       from tensorboardX import SummaryWriter  # lazily: slow to import
@@ -169,10 +174,15 @@ class MetricsWriter:
         filename_suffix=f".{uuid.uuid4().hex[:8]}",
       )
 
-  def _drop_lines_after(self, keep_up_to: int) -> None:
+  def _drop_lines_after(self, keep_up_to: int, redo: tuple[str, ...] = ()) -> None:
     if not self.path.exists():
       return
-    kept = [line for line, record in _read_lines(self.path) if record["step"] <= keep_up_to]
+
+    def redone(record) -> bool:
+      keys = [k for k in record if k not in RESERVED_KEYS]
+      return bool(redo) and record["step"] == keep_up_to and bool(keys) and all(k.startswith(redo) for k in keys)
+
+    kept = [line for line, record in _read_lines(self.path) if record["step"] <= keep_up_to and not redone(record)]
     tmp = self.path.with_name(self.path.name + ".tmp")
     tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     os.replace(tmp, self.path)  # atomic: a crash here leaves the old or the new file, never half

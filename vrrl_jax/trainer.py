@@ -27,6 +27,7 @@ from vrrl_jax import experiment, figures, rl_loop, run_config
 from vrrl_jax import metrics as metrics_lib
 from vrrl_jax.checkpoints.train_checkpoint import TrainCheckpointer
 from vrrl_jax.data import batching, conversation
+from vrrl_jax.parallel import host as host_lib
 from vrrl_jax.rl import step as rl_step
 from vrrl_jax.rl import train_state as ts_lib
 from vrrl_jax.run_state import DONE, RL, SFT, SFT_DONE, Progress, resume
@@ -119,7 +120,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   else:
     state = None
   writer = metrics_lib.MetricsWriter(
-    workdir, resume_step=progress.global_step if resumed else None, console_keys=list(config.log.console_keys)
+    workdir,
+    resume_step=progress.global_step if resumed else None,
+    console_keys=list(config.log.console_keys),
+    # Resumed at the last SFT step's checkpoint: the eval before RL (logged at that step) runs again.
+    redo_at_resume=("eval_before_rl/",) if resumed and progress.phase == SFT_DONE else (),
   )
   results: dict = {}
 
@@ -131,7 +136,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         params, specs, opt_cfg, jax.random.PRNGKey(config.seed), exp.mesh, exp.rules, keep_reference=False
       )
     shardings = jax.tree.map(lambda x: x.sharding, state)
-    update = sft_step_lib.make_sft_step(exp.model, exp.mesh, exp.rules, opt_cfg, shardings)
+    update = host_lib.with_global_inputs(
+      sft_step_lib.make_sft_step(exp.model, exp.mesh, exp.rules, opt_cfg, shardings),
+      (shardings, sft_step_lib.sft_batch_shardings(exp.mesh, exp.rules)),
+    )
     train_specs = [e.spec for e in exp.task.train_examples(config)]
     tcfg = run_config.transcript_config(config)
     min_length = run_config.shape_floor(config.sft, "min_length", batching.MIN_LENGTH)

@@ -35,6 +35,8 @@ from vrrl_jax.rl import prefix_buffer as buffer_lib
 from vrrl_jax.rl import step as rl_step
 from vrrl_jax.rl import train_state as ts_lib
 from vrrl_jax.data import conversation
+from vrrl_jax.parallel import host as host_lib
+from vrrl_jax.parallel import mesh as mesh_lib
 from vrrl_jax.sampling import rollout as rollout_lib
 
 log = logging.getLogger(__name__)
@@ -272,9 +274,17 @@ def run_rl(exp, config, params, specs, state, buffer, progress, ckpt, writer, sa
     )
   del params
   shardings = jax.tree.map(lambda x: x.sharding, state)
-  update = rl_step.make_train_step(exp.model, exp.mesh, exp.rules, scfg, shardings)
-  logprob_fn = rl_step.make_logprob_fn(
-    exp.model, exp.mesh, exp.rules, shardings.params, scfg.logprob_chunk_size, scfg.temperature
+  # Every process holds the whole host batch (parallel.host): each argument becomes a global array first.
+  update = host_lib.with_global_inputs(
+    rl_step.make_train_step(exp.model, exp.mesh, exp.rules, scfg, shardings),
+    (shardings, rl_step.rl_batch_shardings(exp.mesh, exp.rules)),
+  )
+  rows = mesh_lib.data_sharding(exp.mesh, exp.rules, ndim=2, batch_axis=1)
+  logprob_fn = host_lib.with_global_inputs(
+    rl_step.make_logprob_fn(
+      exp.model, exp.mesh, exp.rules, shardings.params, scfg.logprob_chunk_size, scfg.temperature
+    ),
+    (shardings.params, rl_step.model_inputs_shardings(exp.mesh, exp.rules), rows),
   )
   examples = exp.task.train_examples(config)
   reward_config = run_config.reward_config(config)
@@ -349,7 +359,7 @@ def run_rl(exp, config, params, specs, state, buffer, progress, ckpt, writer, sa
       jax.block_until_ready(old_logp)
       timings["logprobs"] = time.perf_counter() - t0
       mask = host["loss_mask"]
-      old_np = np.asarray(old_logp)
+      old_np = host_lib.to_host(old_logp)
       m["logprob/sampler_vs_trainer_abs"] = float(
         np.sum(np.abs(old_np - host["sample_logp"]) * mask) / max(mask.sum(), 1.0)
       )

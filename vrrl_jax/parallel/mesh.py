@@ -12,6 +12,7 @@ from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from vrrl_jax.models.kv_cache import KVCache
+from vrrl_jax.parallel import host as host_lib
 from vrrl_jax.parallel import rules as rules_lib
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -59,7 +60,7 @@ def shard_params(params, logical_specs, mesh: Mesh, rules=rules_lib.DEFAULT_RULE
       parts = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ()))
       if dim % parts:
         raise ValueError(f"param {path} dim {dim} is not divisible by its {parts} shards ({sharding.spec})")
-  return jax.device_put(params, shardings)
+  return host_lib.tree_to_global(params, shardings)
 
 
 def data_sharding(mesh: Mesh, rules=rules_lib.DEFAULT_RULES, ndim: int = 2, batch_axis: int = 0) -> NamedSharding:

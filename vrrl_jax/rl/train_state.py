@@ -19,6 +19,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from vrrl_jax.parallel import host as host_lib
 from vrrl_jax.parallel import mesh as mesh_lib
 from vrrl_jax.parallel import rules as rules_lib
 
@@ -294,4 +295,4 @@ def create_train_state(
     in_shardings=(shardings.params, shardings.rng),
     out_shardings=shardings,
   )
-  return init(params, _key_data(rng))
+  return init(params, host_lib.to_global(np.asarray(_key_data(rng)), shardings.rng))

@@ -39,6 +39,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from vrrl_jax.models import families
 from vrrl_jax.models.kv_cache import KVCache
 from vrrl_jax.models.inputs import ModelInputs
+from vrrl_jax.parallel import host as host_lib
 from vrrl_jax.parallel import mesh as mesh_lib
 from vrrl_jax.parallel import rules as rules_lib
 from vrrl_jax.sampling.buckets import Buckets, CompileLog
@@ -541,9 +542,9 @@ class Sampler:
       self._put_rows(np.asarray(row_budgets, np.int32)),
       self._put_replicated(rng),
     )
-    tokens, log_probs, counts, stopped = jax.device_get((tokens, log_probs, counts, stopped))
+    tokens, log_probs, counts, stopped = host_lib.tree_to_host((tokens, log_probs, counts, stopped))
     if record_logits:
-      recorded = jax.device_get(recorded)
+      recorded = host_lib.to_host(recorded)
     rows = np.flatnonzero(row_samples >= 0)
     output = TurnOutput(
       sample_ids=row_samples[rows].copy(),
@@ -575,22 +576,21 @@ class Sampler:
   def _put_rows(self, array: np.ndarray):
     if self.mesh is None:
       return jnp.asarray(array)
-    return jax.device_put(array, self._row_sharding[array.ndim])
+    return host_lib.to_global(array, self._row_sharding[array.ndim])
 
   def _put_replicated(self, value):
     if self.mesh is None:
       return value
-    return jax.device_put(value, self._replicated)
+    return host_lib.tree_to_global(value, self._replicated)
 
   def _put_inputs(self, inputs: ModelInputs) -> ModelInputs:
     if self.mesh is None:
       return jax.tree.map(jnp.asarray, inputs)
-    vision = None if inputs.vision is None else jax.device_put(inputs.vision, self._replicated)
     return ModelInputs(
-      input_ids=jax.device_put(inputs.input_ids, self._row_sharding[2]),
-      segment_ids=jax.device_put(inputs.segment_ids, self._row_sharding[2]),
-      positions=jax.device_put(inputs.positions, self._positions_sharding),
-      vision=vision,
+      input_ids=host_lib.to_global(inputs.input_ids, self._row_sharding[2]),
+      segment_ids=host_lib.to_global(inputs.segment_ids, self._row_sharding[2]),
+      positions=host_lib.to_global(inputs.positions, self._positions_sharding),
+      vision=host_lib.tree_to_global(inputs.vision, self._replicated),
     )
 
   def _constrain_rows(self, array: jax.Array) -> jax.Array:

@@ -18,7 +18,9 @@ images at most 224 px a side (the 784 px renders shrunk: 32 px per cell, 64 toke
 prompts x 8 samples, and no KL term (kl_coef 0: no reference copy). Mesh fsdp=4 x tensor=2 (tensor splits heads and
 the vision tower's attention; Qwen2.5-VL-3B's 2 KV heads allow at most 2), one row per device per micro-batch.
 Float32 params stay: at lr 5e-7 a bfloat16 param would not register the updates. For the released batch use
-``frozenlake_qwen25vl_3b_v5p_16.py``.
+``frozenlake_qwen25vl_3b_v5p_16.py``. To keep the released KL term (0.01) here, move its reference to host memory:
+``--config.rl.loss.kl_coef=0.01 --config.rl.reference_memory=host`` (the planner: peak 12.74 GiB of the 13.41 GiB
+limit per chip, against 14.49 GiB with the reference on the devices; not yet run on a TPU).
 
 ``model`` is the 3B config.json's shape (Qwen/Qwen2.5-VL-3B-Instruct): the planner needs it, and the run checks
 that init_checkpoint holds exactly this model.

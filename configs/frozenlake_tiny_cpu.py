@@ -123,6 +123,8 @@ def get_config():
     random_start_turn_min=0,
     mask_all_until_final=False,
     mask_buffer_prefix=True,
+    truncated_loss=True,  # False: a sample that ran out of tokens carries no loss at all (ViGoRL)
+    reference_memory="device",  # the KL reference: "device" memory, or "host" (pinned host memory, copied per pass)
     buffer=dict(
       capacity=500,
       max_per_question=3,

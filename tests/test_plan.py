@@ -163,3 +163,17 @@ def test_chip_table_cites_the_cloud_tpu_pages():
   for generation, chip in plan_lib.CHIPS.items():
     assert chip.source == f"https://cloud.google.com/tpu/docs/{generation}"
   assert plan_lib.CHIPS["v5p"].hbm_bytes == 95 * 2**30 and plan_lib.CHIPS["v5e"].peak_bf16_flops == 197e12
+
+
+def test_a_reference_in_host_memory_leaves_the_devices():
+  name = str(CONFIGS / "frozenlake_qwen25vl_3b_v5e_8.py")
+  device = plan_lib.plan(plan_lib.load_config(name, ["--config.rl.loss.kl_coef=0.01"]), "v5e-8")
+  host = plan_lib.plan(
+    plan_lib.load_config(name, ["--config.rl.loss.kl_coef=0.01", "--config.rl.reference_memory=host"]), "v5e-8"
+  )
+  (device_ref,) = [v for k, v in device.memory["persistent"].items() if k.startswith("reference copy")]
+  (host_ref,) = [v for k, v in host.memory["persistent"].items() if k.startswith("reference copy")]
+  assert device_ref == device.memory["persistent"]["params (policy)"] and host_ref == 0
+  assert host.peaks["update"] == device.peaks["update"] - device_ref  # the update never holds it
+  assert host.peaks["log-probs"] == device.peaks["log-probs"]  # its pass copies it back for a while
+  assert any("pinned host memory" in note for note in host.notes)

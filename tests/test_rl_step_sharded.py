@@ -133,3 +133,38 @@ def test_sharded_micro_batched_step_equals_single_device_one_batch(setup, unshar
   assert (
     q_kernel.addressable_shards[0].data.shape == mu.addressable_shards[0].data.shape == (64 // fsdp, 4 // tensor, 16)
   )
+
+
+def test_a_reference_in_host_memory_gives_the_same_step_and_log_probs(setup):
+  """``reference_memory="host"``: the reference sits in pinned host memory, an update leaves it there unchanged,
+  and its log-probs (copied to the devices for the pass) equal those of a device-memory reference."""
+  mesh = mesh_lib.make_mesh(dict(fsdp=4, tensor=2))
+  states = {
+    where: ts.create_train_state(
+      setup["params"], setup["specs"], OPTIMIZER, jax.random.key(0), mesh, RULES, reference_memory=where
+    )
+    for where in ("device", "host")
+  }
+  kinds = {leaf.sharding.memory_kind for leaf in jax.tree.leaves(states["host"].ref_params)}
+  assert kinds == {"pinned_host"}
+  assert {leaf.sharding.memory_kind for leaf in jax.tree.leaves(states["host"].params)} == {"device"}
+  before = jax.device_get(states["host"].ref_params)
+  model = families.build(setup["config"])
+  results = {}
+  for where, state in states.items():
+    shardings = jax.tree.map(lambda x: x.sharding, state)
+    logprob = step_lib.make_logprob_fn(model, mesh, RULES, shardings.params, chunk_size=5)
+    batch = setup["micro_batches"]
+    ref_logp = logprob(ts.on_device(state.ref_params, shardings.params), batch.inputs, batch.targets)
+    train = step_lib.make_train_step(model, mesh, RULES, CONFIG, shardings)
+    new_state, metrics = train(state, batch)
+    results[where] = (np.asarray(ref_logp), {k: float(v) for k, v in metrics.items()}, new_state)
+  np.testing.assert_array_equal(results["host"][0], results["device"][0])
+  assert results["host"][1] == results["device"][1]
+  host_state = results["host"][2]
+  assert {leaf.sharding.memory_kind for leaf in jax.tree.leaves(host_state.ref_params)} == {"pinned_host"}
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(host_state.ref_params), before)
+  with pytest.raises(ValueError, match="reference_memory"):
+    ts.create_train_state(
+      setup["params"], setup["specs"], OPTIMIZER, jax.random.key(0), mesh, RULES, reference_memory="hbm"
+    )

@@ -468,11 +468,19 @@ def plan(config, topology: str | None = None, num_devices: int | None = None, as
     transform_non_params=lambda x: int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize,
   )
   opt_bytes = int(sum(jax.tree.leaves(opt_leaves)))
+  on_host = keep_reference and run_config.reference_memory(config) == "host"
+  if on_host:
+    notes.append(
+      f"the reference lives in pinned host memory ({params / GiB:.2f} GiB per device there); each reference log-prob "
+      "pass copies it to the devices for that pass only (in the log-prob phase, not at the update's peak)"
+    )
+  if not keep_reference:
+    reference_name = "reference copy (kl_coef 0: none)"
+  else:
+    reference_name = f"reference copy (kl_coef {kl_coef:g}{', in host memory' if on_host else ''})"
   persistent = {
     "params (policy)": params,
-    f"reference copy (kl_coef {kl_coef:g})" if keep_reference else "reference copy (kl_coef 0: none)": (
-      params if keep_reference else 0
-    ),
+    reference_name: params if keep_reference and not on_host else 0,
     "optimizer state (adamw mu, nu)": opt_bytes,
   }
 
@@ -534,7 +542,14 @@ def plan(config, topology: str | None = None, num_devices: int | None = None, as
     "forward working set (decoder layer, lm head chunk)": forward_text,
     "forward working set (vision tower, frame attention)": forward_vision,
   }
-  logprob_peak = sum(persistent.values()) + logprob["log-prob batch and outputs"] + max(forward_text, forward_vision)
+  if on_host:  # the reference's pass: its copy on the devices, for that pass only
+    logprob["reference copied from host memory"] = params
+  logprob_peak = (
+    sum(persistent.values())
+    + logprob["log-prob batch and outputs"]
+    + logprob.get("reference copied from host memory", 0)
+    + max(forward_text, forward_vision)
+  )
 
   # --- Rollout (RL samples) and evaluation (greedy, one row per map) -----------------------------------------------
   prefill = min(assumptions.prefill_len or tokens_image + PROMPT_TEXT_TOKENS, cache_len)

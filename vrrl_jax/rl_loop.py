@@ -270,7 +270,14 @@ def run_rl(exp, config, params, specs, state, buffer, progress, ckpt, writer, sa
   keep_reference = scfg.loss.kl_coef > 0
   if state is None:
     state = ts_lib.create_train_state(
-      params, specs, scfg.optimizer, jax.random.PRNGKey(seed), exp.mesh, exp.rules, keep_reference=keep_reference
+      params,
+      specs,
+      scfg.optimizer,
+      jax.random.PRNGKey(seed),
+      exp.mesh,
+      exp.rules,
+      keep_reference=keep_reference,
+      reference_memory=run_config.reference_memory(config),
     )
   del params
   shardings = jax.tree.map(lambda x: x.sharding, state)
@@ -355,7 +362,9 @@ def run_rl(exp, config, params, specs, state, buffer, progress, ckpt, writer, sa
       t0 = time.perf_counter()
       targets = host["targets"]
       old_logp = logprob_fn(state.params, inputs, targets)
-      ref_logp = logprob_fn(state.ref_params, inputs, targets) if keep_reference else None
+      ref_logp = None
+      if keep_reference:  # a host-memory reference is copied to the devices for this pass only
+        ref_logp = logprob_fn(ts_lib.on_device(state.ref_params, shardings.params), inputs, targets)
       jax.block_until_ready(old_logp)
       timings["logprobs"] = time.perf_counter() - t0
       mask = host["loss_mask"]

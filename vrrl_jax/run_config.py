@@ -99,6 +99,11 @@ def step_config(config) -> rl_step.StepConfig:
   )
 
 
+def reference_memory(config) -> str:
+  """``config.rl.reference_memory``: "device" (the default) or "host" (the frozen reference in pinned host memory)."""
+  return ts_lib.check_reference_memory(config.rl.get("reference_memory", "device"))
+
+
 def filter_config(config) -> filtering_lib.FilterConfig:
   return filtering_lib.FilterConfig(**as_dict(config.rl.filter))
 
@@ -194,6 +199,7 @@ RL_KEYS = (
   "mask_all_until_final",
   "mask_buffer_prefix",
   "truncated_loss",  # optional (default True); False: a truncated sample carries no loss at all (ViGoRL)
+  "reference_memory",  # optional (default "device"); "host": the KL reference in pinned host memory
   "buffer",
   "filter",
   "loss",
@@ -359,6 +365,8 @@ def validate(config) -> None:
   require_int(config, "rl.random_start_turn_min", 0)
   if "truncated_loss" in config.rl:
     require_bool(config, "rl.truncated_loss")
+  with reading("rl.reference_memory"):
+    reference_memory(config)
   for name in ("mask_all_until_final", "mask_buffer_prefix"):
     require_bool(config, f"rl.{name}")
   for name, default in (

@@ -35,7 +35,9 @@ def resume(ckpt: TrainCheckpointer, exp, config, params, specs, buffer, step: in
     keep_reference = rl and float(config.rl.loss.kl_coef) > 0
     lr = float(config.rl.learning_rate if rl else config.sft.learning_rate)
     optimizer = ts_lib.make_optimizer(run_config.optimizer_config(config, lr))
-    return ts_lib.abstract_train_state(params, specs, optimizer, exp.mesh, exp.rules, keep_reference)
+    return ts_lib.abstract_train_state(
+      params, specs, optimizer, exp.mesh, exp.rules, keep_reference, run_config.reference_memory(config)
+    )
 
   restored = ckpt.restore_latest(abstract_for, step=step)
   if restored is None:

@@ -200,6 +200,15 @@ class TrainState:
   skipped_updates: jax.Array  # int32 []
 
 
+REFERENCE_MEMORY = ("device", "host")  # where the frozen reference lives: device memory, or pinned host memory
+
+
+def check_reference_memory(value) -> str:
+  if value not in REFERENCE_MEMORY:
+    raise ValueError(f"reference_memory must be one of {REFERENCE_MEMORY}, got {value!r}")
+  return value
+
+
 def _key_data(rng) -> jax.Array:
   rng = jnp.asarray(rng) if not isinstance(rng, jax.Array) else rng
   if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
@@ -216,12 +225,16 @@ def train_state_shardings(
   mesh: Mesh,
   rules=rules_lib.DEFAULT_RULES,
   keep_reference: bool = True,
+  reference_memory: str = "device",
 ) -> TrainState:
   """NamedShardings of every TrainState leaf: params (and reference) from their logical specs, the optimizer
-  state's param-shaped trees likewise, every scalar replicated.
+  state's param-shaped trees likewise, every scalar replicated. ``reference_memory="host"`` puts the reference in
+  pinned host memory (same layout): one model's worth of device memory freed, paid for with a host-to-device copy
+  of it for each reference log-prob pass (``on_device``).
 
   ``abstract_params`` may be params or ShapeDtypeStructs (``models.abstract_params``): only shapes are read.
   """
+  check_reference_memory(reference_memory)
   params_sharding = mesh_lib.param_shardings(param_specs, mesh, rules)
   replicated = NamedSharding(mesh, PartitionSpec())
   abstract_opt_state = jax.eval_shape(optimizer.init, abstract_params)
@@ -235,11 +248,23 @@ def train_state_shardings(
   return TrainState(
     step=replicated,
     params=params_sharding,
-    ref_params=params_sharding if keep_reference else None,
+    ref_params=(reference_shardings(params_sharding, reference_memory) if keep_reference else None),
     opt_state=opt_sharding,
     rng=replicated,
     skipped_updates=replicated,
   )
+
+
+def reference_shardings(params_sharding, reference_memory: str):
+  """The reference's shardings: the params' own, in pinned host memory when ``reference_memory="host"``."""
+  if check_reference_memory(reference_memory) == "device":
+    return params_sharding
+  return jax.tree.map(lambda sharding: sharding.with_memory_kind("pinned_host"), params_sharding)
+
+
+def on_device(ref_params, params_sharding):
+  """The reference in device memory for one forward (a copy when it lives on the host; itself otherwise)."""
+  return jax.device_put(ref_params, params_sharding)
 
 
 def abstract_train_state(
@@ -249,9 +274,12 @@ def abstract_train_state(
   mesh: Mesh,
   rules=rules_lib.DEFAULT_RULES,
   keep_reference: bool = True,
+  reference_memory: str = "device",
 ) -> TrainState:
   """ShapeDtypeStructs with shardings of the state ``create_train_state`` makes (an orbax restore target)."""
-  shardings = train_state_shardings(abstract_params, param_specs, optimizer, mesh, rules, keep_reference)
+  shardings = train_state_shardings(
+    abstract_params, param_specs, optimizer, mesh, rules, keep_reference, reference_memory
+  )
   shapes = jax.eval_shape(
     lambda params: _initial_state(params, optimizer, jnp.zeros((2,), jnp.uint32), keep_reference), abstract_params
   )
@@ -279,9 +307,10 @@ def create_train_state(
   mesh: Mesh,
   rules=rules_lib.DEFAULT_RULES,
   keep_reference: bool = True,
+  reference_memory: str = "device",
 ) -> TrainState:
   """The initial state on the mesh: params (host or device arrays) placed by their logical specs, a reference
-  copy when ``keep_reference``, a zero optimizer state sharded like the params.
+  copy when ``keep_reference`` (in ``reference_memory``), a zero optimizer state sharded like the params.
 
   ``keep_reference=False`` (for kl_coef == 0, and for SFT) stores no reference. The input ``params`` are not
   consumed; drop them after this call so only the state's copies stay alive.
@@ -289,7 +318,7 @@ def create_train_state(
   optimizer = make_optimizer(optimizer_config)
   check_prefixes(params, optimizer_config)
   params = mesh_lib.shard_params(params, param_specs, mesh, rules)
-  shardings = train_state_shardings(params, param_specs, optimizer, mesh, rules, keep_reference)
+  shardings = train_state_shardings(params, param_specs, optimizer, mesh, rules, keep_reference, reference_memory)
   init = jax.jit(
     lambda params, rng: _initial_state(params, optimizer, rng, keep_reference),
     in_shardings=(shardings.params, shardings.rng),

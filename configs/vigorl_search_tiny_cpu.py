@@ -23,7 +23,9 @@ _spec.loader.exec_module(frozenlake_tiny_cpu)
 def get_config():
   c = frozenlake_tiny_cpu.get_config()
   c.task = "vigorl"
-  c.max_sequence_len = 1024  # prompt ~180 tokens + 81 per image (the scene, up to 3 crops in SFT), turns ~50 tokens
+  # The longest SFT transcript (2 wrong looks, the right one, the answer) is ~1,320 tokens: a prompt of ~260 (81 image
+  # tokens), looks of up to ~165 tokens each followed by a crop turn of ~105 (81 image tokens).
+  c.max_sequence_len = 1408
   # vrrl_jax.tasks.vigorl.DataConfig: scenes, splits (disjoint by scene identity) and ViGoRL's crop settings.
   c.data = dict(
     kind="search",
@@ -43,7 +45,7 @@ def get_config():
   c.optimizer.lr_scale = dict(visual=0.1)
   c.optimizer.grad_clip_norm = 0.2  # ViGoRL's multi-turn RL clip (SFT shares the optimizer settings)
   # Rows hold the scene and at most 3 crops: 4 x 324 patches.
-  c.sft.update(steps=200, batch_size=8, learning_rate=1e-3, min_length=768, min_patches=8 * 4 * 324)
+  c.sft.update(steps=200, batch_size=8, learning_rate=1e-3, min_length=896, min_patches=8 * 4 * 324)
   c.sft.wrong_route_loss = True
   c.sft.transcripts = dict(p_wrong_first=0.5, p_another_wrong=0.2, max_wrong=2)
   c.rl.update(
@@ -51,24 +53,24 @@ def get_config():
     prompts_per_step=4,
     samples_per_prompt=8,  # ViGoRL's multi-turn group size
     learning_rate=1e-4,
-    max_new_tokens=128,  # a look is ~70 tokens with the tiny tokenizer (think + the JSON call)
+    max_new_tokens=192,  # SFT turns are up to ~170 tokens with the tiny tokenizer (a correction's think + the call)
     max_turns=5,
     temperature=1.0,
     top_p=0.99,
     update_min_rows=32,
-    update_min_length=1024,
+    update_min_length=1408,
     update_min_patches=32 * 5 * 324,
     truncated_loss=False,  # ViGoRL: a truncated response carries no loss
   )
   c.rl.mode_weights = dict(normal=1.0, random_start=0.0, prefix_buffer=0.0)
   c.rl.loss.update(kl_coef=0.01, clip_low=0.2, clip_high=0.2)
   c.rl.reward = dict()  # ViGoRL's scorers have no options
-  c.sampler = dict(min_batch=8, min_cache=1024, min_patches_per_row=324)
+  c.sampler = dict(min_batch=8, min_cache=1408, min_patches_per_row=324)
   c.eval = dict(
     splits=("eval_id", "eval_ood"),
     examples_per_split=16,
     max_turns=5,
-    max_new_tokens=128,  # a look is ~70 tokens with the tiny tokenizer (think + the JSON call)
+    max_new_tokens=192,  # SFT turns are up to ~170 tokens with the tiny tokenizer (a correction's think + the call)
     batch_size=16,
     before_rl=True,
     gallery_episodes=12,

@@ -150,6 +150,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       t0 = time.perf_counter()
       rng = experiment.host_rng(int(config.seed), _PHASE_TAG[SFT], step)
       rows = sft_rows(exp, train_specs, rng, int(config.sft.batch_size), tcfg, bool(config.sft.wrong_route_loss))
+      longest = max(len(row.input_ids) for row in rows)
+      if longest > int(config.max_sequence_len):
+        raise ValueError(
+          f"SFT step {step}: a transcript has {longest} tokens, more than max_sequence_len={config.max_sequence_len}: "
+          "RL could never roll out what SFT teaches; raise max_sequence_len or shorten the transcripts"
+        )
       batch = sft_batch(exp, rows, int(config.sft.batch_size), int(config.sft.micro_batches), min_length, min_patches)
       state, m = update(state, batch)
       m = rl_step.as_host_metrics(m)

@@ -592,3 +592,15 @@ def test_public_names():
     "point_in_bbox_grounded_thinking",
     "string_match_grounded_thinking",
   ]
+
+
+def test_model_text_that_python_warns_about_scores_silently():
+  """ "1or 2" compiles with a SyntaxWarning (invalid decimal literal); a run's log must not fill up with them."""
+  import warnings
+
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    assert vigorl.point_in_bbox_multicrop("<answer>(1or 2)</answer>", "(0, 0, 5, 5)")["accuracy"] == 0.0
+    thinking = vigorl.point_in_bbox_grounded_thinking("<think>(1, 2)</think><answer>(0x1for)</answer>", "(0, 0, 5, 5)")
+    assert thinking["format"] == 0.0
+  assert [w for w in caught if issubclass(w.category, SyntaxWarning)] == []

@@ -38,6 +38,7 @@ RecursionError) escape.
 import ast
 import json
 import re
+import warnings
 
 __all__ = [
   "point_in_bbox_multicrop",
@@ -86,9 +87,12 @@ def _check_str(response, ground_truth):
 
 
 def _literal(text):
-  """``ast.literal_eval`` that turns every failure (syntax, too deep, too many digits, ...) into ``_UNPARSED``."""
+  """``ast.literal_eval`` that turns every failure (syntax, too deep, too many digits, ...) into ``_UNPARSED``, and
+  keeps the compiler's SyntaxWarnings on model text ("1or 2": invalid decimal literal) out of the run's log."""
   try:
-    return ast.literal_eval(text)
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", SyntaxWarning)
+      return ast.literal_eval(text)
   except Exception:
     return _UNPARSED
 

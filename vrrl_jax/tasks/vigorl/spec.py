@@ -9,7 +9,6 @@ reward, the probe) agrees on coordinates without the run config: ground truth is
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import numbers
@@ -84,14 +83,10 @@ def parse_spec(spec: Mapping[str, Any] | VigorlSpec) -> VigorlSpec:
   return VigorlSpec(kind=raw["kind"], style=raw["style"], question=raw["question"], **ints)
 
 
-@functools.lru_cache(maxsize=256)
-def _scene(spec: VigorlSpec) -> Scene:
-  return generator(spec.kind).scene(spec.style, spec.seed, spec.width, spec.height, spec.question)
-
-
 def scene_of(spec) -> Scene:
-  """The rendered scene (original pixels), cached."""
-  return _scene(parse_spec(spec))
+  """The rendered scene (original pixels); the generators cache their latest scenes (a large one is ~15 MB)."""
+  spec = parse_spec(spec)
+  return generator(spec.kind).scene(spec.style, spec.seed, spec.width, spec.height, spec.question)
 
 
 def view_box(spec) -> Box:

@@ -18,6 +18,7 @@ from vrrl_jax import rl_loop
 from vrrl_jax.data import conversation
 from vrrl_jax.data import processor as processor_lib
 from vrrl_jax.data import tokenizer as tokenizer_lib
+from vrrl_jax.rl.prefix_buffer import PrefixEntry
 from vrrl_jax.sampling import rollout as rollout_lib
 from vrrl_jax.sampling.sampler import STOP
 from vrrl_jax.tasks import vigorl
@@ -290,15 +291,15 @@ class ScriptedSampler:
   """Stands in for the model: each turn writes LOOK (the first three) or AFTER_FORCED, then <|im_end|>. It records
   the continuation segments the driver hands it."""
 
-  def __init__(self, chat):
-    self.chat, self.turns, self.segments = chat, {}, []
+  def __init__(self, chat, script=(LOOK, LOOK, LOOK, AFTER_FORCED)):
+    self.chat, self.script, self.turns, self.segments = chat, script, {}, []
 
   def _turn(self, sample_ids):
     tokens = []
     for s in sample_ids:
       n = self.turns.get(s, 0)
       self.turns[s] = n + 1
-      text = LOOK if n < 3 else AFTER_FORCED
+      text = self.script[n]
       tokens.append(np.append(self.chat.encode_text(text), self.chat.token_ids.im_end_id).astype(np.int32))
     return types.SimpleNamespace(
       sample_ids=list(sample_ids),
@@ -344,3 +345,33 @@ def test_rollout_of_three_crops_masks_exactly_the_assistant_turns(chat):
   np.testing.assert_array_equal(trajectory.pixel_values, whole["pixel_values"])
   scored = vigorl.score_batch([trajectory.turns], [trajectory.spec], reward.RewardConfig(dot=True))
   assert scored["accuracy"][0] == 1.0 and scored["format"][0] == 1.0  # three looks at one point: no bonus
+
+
+def test_a_replayed_prefix_that_fills_the_images_forces_the_answer(chat):
+  """A buffer prefix of three looks (max_images 4): the environment's forced answer opens the first new turn."""
+  options = dict(protocol=protocol.MULTI_TURN, offset=14, crop_size=56, dot=True, max_images=4, multiple=28)
+  episode = vigorl.new_episode(_spec(), max_turns=5, style="scene", **options)
+  prompt, image = episode.first_prompt()
+  steps = [episode.step(LOOK) for _ in range(3)]
+  prefix = PrefixEntry(
+    spec=_spec(),
+    prefix_type="wrong",
+    collection_step=0,
+    prompt_text=prompt,
+    assistant_texts=(LOOK,) * 3,
+    feedback_texts=tuple(step.feedback_text for step in steps),
+    final_text="",
+    map_image=np.asarray(image),
+    feedback_images=tuple(np.asarray(step.feedback_image) for step in steps),
+  )
+  rollout_config = rollout_lib.RolloutConfig(
+    max_turns=5, max_new_tokens=64, max_sequence_len=1024, episode_options=tuple(options.items())
+  )
+  sampler = ScriptedSampler(chat, script=(AFTER_FORCED,))
+  (trajectory,) = rollout_lib.rollout(
+    vigorl, sampler, chat, None, [_spec()], 1, prefixes=[prefix], config=rollout_config, rng=jax.random.key(0)
+  )
+  assert trajectory.turns == (LOOK,) * 3 + (protocol.FORCED_ANSWER + AFTER_FORCED,)
+  assert trajectory.finish_reason == protocol.FINAL and trajectory.num_prefix_turns == 3
+  sampled = chat.tokenizer.decode(trajectory.tokens[trajectory.turn_index == 3].tolist(), skip_special_tokens=False)
+  assert sampled == AFTER_FORCED + "<|im_end|>"  # the forced opening is environment

@@ -219,12 +219,12 @@ def _prompt(
   sample.add_segment(segment)
   if prefix is not None:
     im_end = chat.token_ids.im_end_id
+    environment_opening = None
     for turn, (text, feedback, image) in enumerate(
       zip(prefix.assistant_texts, prefix.feedback_texts, prefix.feedback_images)
     ):
       step = episode.step(text)
-      # The environment's own opening of the next turn (a forced answer) takes the place of the caller's.
-      forced_opening = getattr(step, "next_opening", None) or forced_opening
+      environment_opening = getattr(step, "next_opening", None)
       if step.done:
         raise ValueError(
           f"prefixes[{prompt_index}]: replayed turn {turn} ends the episode ({step.reason}); a "
@@ -238,6 +238,8 @@ def _prompt(
       sample.feedback_texts.append(feedback)
       sample.feedback_images.append(_as_array(image))
     sample.num_prefix_turns = prefix.num_route_turns
+    # The environment's own opening of the turn after the prefix (a forced answer) takes the place of the caller's.
+    forced_opening = environment_opening or forced_opening
   if forced_opening:
     opening = chat.encode_text(forced_opening)
     sample.add(opening, _ENV)

@@ -21,16 +21,6 @@ from vrrl_jax import experiment, rl_loop, run_config, run_state
 from vrrl_jax.checkpoints.train_checkpoint import TrainCheckpointer
 
 
-def _override(config, item: str) -> None:
-  key, _, value = item.partition("=")
-  path = key.removeprefix("--config.").split(".")
-  section = config
-  for name in path[:-1]:
-    section = section[name]
-  old = section[path[-1]]
-  section[path[-1]] = type(old)(value) if not isinstance(old, bool) else value.lower() in ("1", "true")
-
-
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--config", required=True)
@@ -39,9 +29,7 @@ def main(argv=None) -> None:
   args, overrides = parser.parse_known_args(argv)
   experiment.setup_console()
   experiment.enable_compilation_cache()
-  config = experiment.load_config(args.config)
-  for item in overrides:
-    _override(config, item)
+  config = experiment.load_config(args.config, overrides)
   run_config.validate(config)
   exp = experiment.build(config)
   params, specs = experiment.initial_params(exp, int(config.seed))

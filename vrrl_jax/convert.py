@@ -2,6 +2,13 @@
 
   python -m vrrl_jax.convert hf-to-orbax --hf-dir D --out O [--dtype bfloat16] [--scan-layers]
   python -m vrrl_jax.convert orbax-to-hf --ckpt O --out D2 [--dtype bfloat16] [--max-shard-size 5GB]
+  python -m vrrl_jax.convert train-to-orbax --config C --checkpoint W/checkpoints [--step N] --out O \
+      [--config.key=value ...]
+
+``train-to-orbax`` takes a trained policy out of a training run: the params of a training checkpoint (the newest
+step, or ``--step``) as a model directory that ``init_checkpoint``, ``vrrl_jax.eval`` and ``orbax-to-hf`` read. It
+keeps the config.json and companion files of the run's ``init_checkpoint``, the model the run started from; give the
+run's config with the overrides it was trained with.
 
 Tokenizer, processor and generation files travel along both ways, so an exported directory is complete for
 transformers and vLLM.
@@ -13,6 +20,7 @@ import argparse
 import os
 import shutil
 import sys
+from typing import Sequence
 
 import jax
 import numpy as np
@@ -71,6 +79,26 @@ def orbax_to_hf(ckpt: str, out: str, dtype: str | None = None, max_shard_size: i
   return written + copy_companion_files(ckpt, out)
 
 
+def train_to_orbax(
+  config_path: str, checkpoint: str, out: str, step: int | None = None, overrides: Sequence[str] = ()
+) -> None:
+  """A training checkpoint's policy params -> our checkpoint, with the companion files of the model it started from."""
+  from vrrl_jax import eval as eval_lib  # the training stack, only for this command
+  from vrrl_jax import experiment
+
+  config = experiment.load_config(config_path, overrides)
+  start = str(config.get("init_checkpoint") or "")
+  if not start:
+    raise ValueError(
+      f"{config_path} trains from scratch (no init_checkpoint): there is no tokenizer or config.json to export with it"
+    )
+  kind = pretrained.checkpoint_kind(start)
+  hf_config = safetensors_io.read_config(start) if kind == pretrained.HF else orbax_io.read_record(start)["hf_config"]
+  params = eval_lib.load_params(config, checkpoint, step)
+  orbax_io.save(out, params, experiment.build(config).model_config, hf_config=hf_config)
+  copy_companion_files(start, out)
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m vrrl_jax.convert", description=__doc__.split("\n\n")[0])
   commands = parser.add_subparsers(dest="command", required=True)
@@ -88,10 +116,20 @@ def main(argv=None) -> int:
     "--dtype", choices=sorted(safetensors_io.NUMPY_DTYPES), help="tensor dtype (default: the saved params dtype)"
   )
   to_hf.add_argument("--max-shard-size", default="5GB", help="largest safetensors file, e.g. 5GB or 500MB")
-  args = parser.parse_args(argv)
+  from_train = commands.add_parser("train-to-orbax", help="a training checkpoint's policy -> orbax checkpoint")
+  from_train.add_argument("--config", required=True, help="the run's config file (its init_checkpoint and model)")
+  from_train.add_argument("--checkpoint", required=True, help="the run's checkpoint directory (workdir/checkpoints)")
+  from_train.add_argument("--step", type=int, default=None, help="a saved step (default: the newest)")
+  from_train.add_argument("--out", required=True, help="new directory for the orbax checkpoint")
+  args, overrides = parser.parse_known_args(argv)
+  if overrides and args.command != "train-to-orbax":
+    parser.error(f"unrecognized arguments: {' '.join(overrides)}")
   try:
     if args.command == "hf-to-orbax":
       hf_to_orbax(args.hf_dir, args.out, args.dtype, args.scan_layers)
+      print(args.out)
+    elif args.command == "train-to-orbax":
+      train_to_orbax(args.config, args.checkpoint, args.out, args.step, overrides)
       print(args.out)
     else:
       for name in orbax_to_hf(args.ckpt, args.out, args.dtype, args.max_shard_size):

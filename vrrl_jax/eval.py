@@ -7,8 +7,9 @@ gallery, and the grounding probe.
 
 ``--checkpoint`` is a training checkpoint directory (the newest readable step is used), or a Hugging Face /
 converted orbax model directory. Writes ``metrics.json`` (the task's aggregate, e.g. per level, in- and
-out-of-distribution and overall; the reward; the grounding probe) and ``gallery.html`` (every turn's text and
-feedback image).
+out-of-distribution and overall; the reward; the grounding probe), ``episodes.jsonl`` (one line per eval example: its
+record, its reward and, for a probed correction, whether it survived; what confidence intervals are computed from)
+and ``gallery.html`` (every turn's text and feedback image).
 
 Grounding probe. For every episode whose second turn corrected a wrong first proposal (the task's
 ``is_correct``: the first is wrong, the second right), the second turn is generated again with the feedback image
@@ -18,6 +19,7 @@ its corrections (``correction_survival_rate`` low); one that reasons from its ow
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import pathlib
@@ -54,12 +56,14 @@ def _play(exp, config, sampler, params, specs, *, style: str, max_turns: int, pr
   return out
 
 
-def grounding_probe(exp, config, sampler, params, examples, trajectories) -> dict:
-  """Re-runs each corrected second turn with the question's image in place of the feedback image."""
+def grounding_probe(exp, config, sampler, params, examples, trajectories) -> tuple[dict, dict[int, bool]]:
+  """Re-runs each corrected second turn with the question's image in place of the feedback image.
+
+  Returns the summary and, per probed example's index, whether its correction survived."""
   task = exp.task
   options = task.episode_options(config)
-  entries, originals, styles = [], [], []
-  for ex, t in zip(examples, trajectories):
+  entries, originals, styles, indices = [], [], [], []
+  for index, (ex, t) in enumerate(zip(examples, trajectories)):
     proposals = [task.read_proposal(text, **options) for text in t.turns[:2]]
     if len(proposals) < 2 or proposals[0] is None or proposals[1] is None:
       continue
@@ -80,9 +84,10 @@ def grounding_probe(exp, config, sampler, params, examples, trajectories) -> dic
     )
     originals.append(proposals[1])
     styles.append(ex.style)
+    indices.append(index)
   if not entries:  # no correction to probe: the rates are undefined, so absent (not NaN)
-    return {"n_corrections": 0}
-  survived = same = 0
+    return {"n_corrections": 0}, {}
+  outcomes, same = {}, 0
   for style in sorted(set(styles)):
     sel = [i for i, s in enumerate(styles) if s == style]
     reruns = _play(
@@ -98,11 +103,11 @@ def grounding_probe(exp, config, sampler, params, examples, trajectories) -> dic
     for i, rerun in zip(sel, reruns):
       new_turns = rerun.turns[1:]  # the replayed first turn leads the transcript
       proposal = task.read_proposal(new_turns[0], **options) if new_turns else None
-      if proposal is not None:
-        survived += int(task.is_correct(entries[i].spec, proposal, **options))
-        same += int(proposal == originals[i])
+      outcomes[indices[i]] = proposal is not None and bool(task.is_correct(entries[i].spec, proposal, **options))
+      same += int(proposal is not None and proposal == originals[i])
   n = len(entries)
-  return {"n_corrections": n, "correction_survival_rate": survived / n, "same_route_rate": same / n}
+  summary = {"n_corrections": n, "correction_survival_rate": sum(outcomes.values()) / n, "same_route_rate": same / n}
+  return summary, outcomes
 
 
 def evaluate(exp, config, params, outdir: pathlib.Path, *, sampler=None, links=()) -> dict:
@@ -121,7 +126,7 @@ def evaluate(exp, config, params, outdir: pathlib.Path, *, sampler=None, links=(
       trajectories[i] = t
   records = [task.episode_record(e, t) for e, t in zip(examples, trajectories)]
   metrics = task.aggregate(records)
-  metrics["grounding_probe"] = grounding_probe(exp, config, sampler, params, examples, trajectories)
+  metrics["grounding_probe"], probe_outcomes = grounding_probe(exp, config, sampler, params, examples, trajectories)
 
   reward_config = run_config.reward_config(config)
   scores = task.score_batch([t.turns for t in trajectories], [t.spec for t in trajectories], reward_config)
@@ -129,6 +134,16 @@ def evaluate(exp, config, params, outdir: pathlib.Path, *, sampler=None, links=(
   if jax.process_index() == 0:
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+    with open(outdir / "episodes.jsonl", "w") as f:
+      for i, rec in enumerate(records):
+        line = {
+          "index": i,
+          "group": task.group_of(trajectories[i].spec),
+          "record": dataclasses.asdict(rec),
+          "reward": {k: float(v[i]) for k, v in scores.items()},
+          "correction_survived": probe_outcomes.get(i),
+        }
+        f.write(json.dumps(line, default=_json_value) + "\n")
     episodes, options = [], task.episode_options(config)
     for i, (e, t, rec) in enumerate(zip(examples, trajectories, records)):
       episodes.append(
@@ -188,12 +203,19 @@ def main(argv=None) -> None:
     run_config.validate(config)
   except run_config.ConfigError as e:
     raise SystemExit(f"bad config: {e}") from None
-  params = _load_params(config, args.checkpoint, args.step)
+  params = load_params(config, args.checkpoint, args.step)
   exp = experiment.build(config)
   evaluate(exp, config, params, pathlib.Path(args.out))
 
 
-def _load_params(config, checkpoint: str, step: int | None = None):
+def _json_value(value):
+  """numpy scalars in a record (a level as np.int64) as Python numbers."""
+  if isinstance(value, np.generic):
+    return value.item()
+  raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def load_params(config, checkpoint: str, step: int | None = None):
   path = pathlib.Path(checkpoint)
   if (path / "config.json").is_file() or (path / "vrrl_config.json").is_file():
     if step is not None:

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import pathlib
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import ml_collections
@@ -40,14 +40,37 @@ class Experiment:
   task: Any  # the task package config.task names (vrrl_jax.tasks.Task); None for pretraining
 
 
-def load_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
-  """``get_config()`` of a config file, for tools that take ``--config path.py`` without absl flags."""
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """``get_config()`` of a config file plus ``--config.a.b=value`` overrides (Python literals, else strings), for
+  tools that take ``--config path.py`` without absl flags. A bad override raises ValueError naming it."""
+  import ast
   import importlib.util
 
   spec = importlib.util.spec_from_file_location(f"vrrl_config_{pathlib.Path(path).stem}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  config = module.get_config()
+  for override in overrides:
+    if not override.startswith("--config.") or "=" not in override:
+      raise ValueError(f"override {override!r}: expected --config.key=value")
+    key, text = override[len("--config.") :].split("=", 1)
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    *parents, leaf = key.split(".")
+    section = config
+    for name in parents:
+      if name not in section:
+        raise ValueError(f"override {override!r}: config has no section {name!r}")
+      section = section[name]
+    if leaf not in section:
+      raise ValueError(f"override {override!r}: config has no field {key!r}")
+    try:
+      section[leaf] = value
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"override {override!r}: {e}") from None
+  return config
 
 
 def _to_dict(value) -> dict:

@@ -45,7 +45,6 @@ appends segments of ``--prefill-len`` tokens (default one image and 512 tokens o
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import json
 import math
@@ -120,31 +119,13 @@ class PlanError(ValueError):
 
 
 def load_config(path: str, overrides: list[str]):
-  """``experiment.load_config`` plus ``--config.a.b=value`` overrides (Python literals, else strings)."""
+  """``experiment.load_config`` with its overrides; a bad override is a PlanError."""
   from vrrl_jax import experiment
 
-  config = experiment.load_config(path)
-  for override in overrides:
-    if not override.startswith("--config.") or "=" not in override:
-      raise PlanError(f"override {override!r}: expected --config.key=value")
-    key, text = override[len("--config.") :].split("=", 1)
-    try:
-      value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = text
-    *parents, leaf = key.split(".")
-    section = config
-    for name in parents:
-      if name not in section:
-        raise PlanError(f"override {override!r}: config has no section {name!r}")
-      section = section[name]
-    if leaf not in section:
-      raise PlanError(f"override {override!r}: config has no field {key!r}")
-    try:
-      section[leaf] = value
-    except (TypeError, ValueError) as e:
-      raise PlanError(f"override {override!r}: {e}") from None
-  return config
+  try:
+    return experiment.load_config(path, overrides)
+  except ValueError as e:
+    raise PlanError(str(e)) from None
 
 
 def _needs_token_ids(model: Any) -> bool:

@@ -41,6 +41,37 @@ def test_bar_chart_bar_heights():
   assert _pixel(image, after_x + group_w, bottom - 0.5 * height) != figures.COLOURS[1]  # None: no bar
 
 
+def test_line_chart_band_is_tinted_between_its_bounds():
+  image = figures.line_chart(
+    {"a": ([0, 10], [0.5, 0.5])},
+    bands={"a": ([0, 10], [0.25, 0.25], [0.75, 0.75])},
+    title="t",
+    xlabel="x",
+    ylabel="y",
+    y_range=(0.0, 1.0),
+  )
+  left, top, right, bottom = figures.plot_area()
+  mid_x, height = (left + right) / 2, bottom - top
+  assert _pixel(image, mid_x, bottom - 0.5 * height) == figures.COLOURS[0]  # the line
+  assert _pixel(image, mid_x, bottom - 0.6 * height) == figures.tint(figures.COLOURS[0])  # inside the band
+  assert _pixel(image, mid_x, bottom - 0.4 * height) == figures.tint(figures.COLOURS[0])
+  assert _pixel(image, mid_x, bottom - 0.85 * height) == (255, 255, 255)  # above it
+  with pytest.raises(ValueError, match="unknown series"):
+    figures.line_chart({"a": ([0], [0])}, bands={"b": ([0], [0], [1])}, title="t", xlabel="x", ylabel="y")
+
+
+def test_bar_chart_whiskers_span_their_interval():
+  image = figures.bar_chart(["L3"], {"a": [0.5]}, errors={"a": [(0.3, 0.8)]}, title="t", ylabel="y")
+  left, top, right, bottom = figures.plot_area()
+  bar_w = (right - left) * 0.8
+  mid_x, height = left + (right - left) * 0.1 + bar_w / 2, bottom - top
+  assert _pixel(image, mid_x, bottom - 0.7 * height) == figures.AXIS  # whisker above the bar's top
+  assert _pixel(image, mid_x, bottom - 0.9 * height) == (255, 255, 255)  # ends at 0.8
+  assert _pixel(image, mid_x + bar_w * 0.2, bottom - 0.8 * height) == figures.AXIS  # the upper cap
+  with pytest.raises(ValueError, match="unknown series"):
+    figures.bar_chart(["L3"], {"a": [0.5]}, errors={"b": [None]}, title="t", ylabel="y")
+
+
 def test_run_figure_from_a_workdir(tmp_path):
   with MetricsWriter(tmp_path, process_index=0, console=None, tensorboard=False) as writer:
     for step in range(1, 4):

@@ -24,6 +24,11 @@ AXIS, GRID, TEXT = (60, 60, 60), (225, 225, 225), (20, 20, 20)
 FIGURE_FILE = "run.png"
 
 
+def tint(colour: tuple[int, int, int], amount: float = 0.75) -> tuple[int, int, int]:
+  """``colour`` mixed with white (``amount`` of white): a band behind a line of that colour."""
+  return tuple(round(c + (255 - c) * amount) for c in colour)
+
+
 def _font():
   return ImageFont.load_default()
 
@@ -69,9 +74,15 @@ def line_chart(
   xlabel: str,
   ylabel: str,
   y_range: tuple[float, float] | None = None,
+  bands: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]] | None = None,
 ) -> Image.Image:
-  """Lines of (x, y) points; ``y_range`` fixes the y axis (default: the data's range)."""
+  """Lines of (x, y) points; ``y_range`` fixes the y axis (default: the data's range). ``bands``: per series name,
+  (xs, lows, highs) shaded in a light tint of the series' colour behind the lines (e.g. the spread over seeds)."""
+  bands = dict(bands or {})
+  if unknown := sorted(set(bands) - set(series)):
+    raise ValueError(f"line chart {title!r}: bands for unknown series {unknown}")
   points = [(x, y) for xs, ys in series.values() for x, y in zip(xs, ys)]
+  points += [(x, y) for xs, lows, highs in bands.values() for x, lo, hi in zip(xs, lows, highs) for y in (lo, hi)]
   if not points:
     raise ValueError(f"line chart {title!r} has no points")
   x_lo, x_hi = min(p[0] for p in points), max(p[0] for p in points)
@@ -85,6 +96,13 @@ def line_chart(
   _frame(draw, title, xlabel, ylabel, (y_lo, y_hi), y_of)
   for x in _ticks(x_lo, x_hi):
     draw.text((x_of(x), bottom + 4), f"{x:g}", fill=TEXT, font=_font(), anchor="mt")
+  for i, name in enumerate(series):
+    if name in bands and len(bands[name][0]) > 1:
+      xs, lows, highs = bands[name]
+      outline = [(x_of(x), y_of(y)) for x, y in zip(xs, highs)] + [
+        (x_of(x), y_of(y)) for x, y in reversed(list(zip(xs, lows)))
+      ]
+      draw.polygon(outline, fill=tint(COLOURS[i % len(COLOURS)]))
   for i, (xs, ys) in enumerate(series.values()):
     pixels = [(x_of(x), y_of(y)) for x, y in zip(xs, ys)]
     colour = COLOURS[i % len(COLOURS)]
@@ -103,8 +121,13 @@ def bar_chart(
   title: str,
   ylabel: str,
   y_range: tuple[float, float] = (0.0, 1.0),
+  errors: Mapping[str, Sequence[tuple[float, float] | None]] | None = None,
 ) -> Image.Image:
-  """Grouped bars: one group per label in ``groups``, one bar per series in ``bars`` (values aligned)."""
+  """Grouped bars: one group per label in ``groups``, one bar per series in ``bars`` (values aligned). ``errors``:
+  per series, one (low, high) interval per group (or None), drawn as a whisker on its bar."""
+  errors = dict(errors or {})
+  if unknown := sorted(set(errors) - set(bars)):
+    raise ValueError(f"bar chart {title!r}: errors for unknown series {unknown}")
   left, top, right, bottom = plot_area()
   y_lo, y_hi = y_range
   y_of = lambda y: bottom - (min(max(y, y_lo), y_hi) - y_lo) / (y_hi - y_lo) * (bottom - top)  # noqa: E731
@@ -115,12 +138,19 @@ def bar_chart(
   bar_w = group_w * 0.8 / max(len(bars), 1)
   for g, label in enumerate(groups):
     x0 = left + g * group_w + group_w * 0.1
-    for b, values in enumerate(bars.values()):
+    for b, (name, values) in enumerate(bars.items()):
       if values[g] is None:
         continue
       draw.rectangle(
         [x0 + b * bar_w, y_of(values[g]), x0 + (b + 1) * bar_w - 1, bottom], fill=COLOURS[b % len(COLOURS)]
       )
+      interval = errors.get(name, [None] * len(groups))[g]
+      if interval is not None:
+        mid, cap = x0 + (b + 0.5) * bar_w, max(bar_w * 0.25, 2)
+        lo, hi = y_of(interval[0]), y_of(interval[1])
+        draw.line([(mid, lo), (mid, hi)], fill=AXIS, width=1)
+        for y in (lo, hi):
+          draw.line([(mid - cap, y), (mid + cap, y)], fill=AXIS, width=1)
     draw.text((left + (g + 0.5) * group_w, bottom + 6), label, fill=TEXT, font=_font(), anchor="mt")
   _legend(draw, list(bars))
   return image

@@ -8,7 +8,7 @@ Stages, each an ordinary resumable ``python -m vrrl_jax.train`` run (an interrup
 1. The warm start: the config's SFT with ``rl.steps=0`` in ``W/warm_s<warm_seed>``. Its greedy eval is the
    ``sft_only`` arm (one policy: RL seeds do not apply to it). Its policy is exported with ``vrrl_jax.convert
    train-to-orbax`` to ``W/warm_s<warm_seed>/policy``.
-2. Each RL arm x seed in ``W/<arm>/seed<k>``, seed-major (one seed of every arm first): ``init_checkpoint`` the
+2. Each RL arm x seed in ``W/<arm>/seed<k>``, seed-major (one seed of every arm first), ``--parallel`` at a time: ``init_checkpoint`` the
    exported policy, ``sft.steps=0``, the config's RL. Every arm has the same steps, prompts and samples; the arms
    differ only in the rollout-mode weights (``ARMS``). The seed changes RL sampling, prompt order and modes.
 3. The report: one results JSON per run under ``--results``, ``table.md`` beside them, two PNGs under ``--figures``
@@ -23,6 +23,7 @@ between arms).
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import pathlib
 import shutil
@@ -296,6 +297,7 @@ def main(argv=None) -> None:
   parser.add_argument("--arms", default=",".join(ARMS), help=f"a subset of {','.join(ARMS)}")
   parser.add_argument("--results", default=str(REPO / "bench" / "results" / "vrrl_vs_grpo"))
   parser.add_argument("--figures", default=str(REPO / "docs" / "figures"))
+  parser.add_argument("--parallel", type=int, default=1, help="RL runs at a time (2 fills a 2-core CPU better)")
   parser.add_argument("--report", action="store_true", help="no training: the report from the finished runs")
   args, extra = parser.parse_known_args(argv)
   experiment.load_config(args.config, extra)  # a bad override fails here, before any run starts
@@ -313,10 +315,20 @@ def main(argv=None) -> None:
     if not is_done(warm):
       train(args.config, warm, warm_args, workdir / f"{warm.name}.log")
     policy = export_policy(args.config, warm, warm_args)
-    for arm, seed in plan:
-      run_dir = workdir / arm / f"seed{seed}"
-      if not is_done(run_dir):
-        train(args.config, run_dir, arm_overrides(arm, seed, policy, extra), workdir / f"{arm}_seed{seed}.log")
+    todo = [(arm, seed) for arm, seed in plan if not is_done(workdir / arm / f"seed{seed}")]
+    with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
+      runs = [
+        pool.submit(
+          train,
+          args.config,
+          workdir / arm / f"seed{seed}",
+          arm_overrides(arm, seed, policy, extra),
+          workdir / f"{arm}_seed{seed}.log",
+        )
+        for arm, seed in todo
+      ]
+      for run in runs:
+        run.result()  # the first failure stops the sweep (after the runs in flight end)
 
   results_dir = pathlib.Path(args.results)
   results_dir.mkdir(parents=True, exist_ok=True)

@@ -291,15 +291,16 @@ class ScriptedSampler:
   """Stands in for the model: each turn writes LOOK (the first three) or AFTER_FORCED, then <|im_end|>. It records
   the continuation segments the driver hands it."""
 
-  def __init__(self, chat, script=(LOOK, LOOK, LOOK, AFTER_FORCED)):
-    self.chat, self.script, self.turns, self.segments = chat, script, {}, []
+  def __init__(self, chat, script=(LOOK, LOOK, LOOK, AFTER_FORCED), trailing=""):
+    self.chat, self.script, self.turns, self.segments, self.rewinds = chat, script, {}, [], []
+    self.trailing = trailing  # text written after each turn's own text (past a stop string)
 
   def _turn(self, sample_ids):
     tokens = []
     for s in sample_ids:
       n = self.turns.get(s, 0)
       self.turns[s] = n + 1
-      text = self.script[n]
+      text = self.script[n] + self.trailing
       tokens.append(np.append(self.chat.encode_text(text), self.chat.token_ids.im_end_id).astype(np.int32))
     return types.SimpleNamespace(
       sample_ids=list(sample_ids),
@@ -314,6 +315,10 @@ class ScriptedSampler:
   def extend(self, params, state, continuing, segments, sampling, rng, *, max_new_tokens):
     self.segments.extend(segments)
     return None, self._turn(continuing)
+
+  def rewind(self, state, sample_ids, num_tokens):
+    self.rewinds.append((list(sample_ids), list(num_tokens)))
+    return state
 
 
 def test_rollout_of_three_crops_masks_exactly_the_assistant_turns(chat):
@@ -345,6 +350,47 @@ def test_rollout_of_three_crops_masks_exactly_the_assistant_turns(chat):
   np.testing.assert_array_equal(trajectory.pixel_values, whole["pixel_values"])
   scored = vigorl.score_batch([trajectory.turns], [trajectory.spec], reward.RewardConfig(dot=True))
   assert scored["accuracy"][0] == 1.0 and scored["format"][0] == 1.0  # three looks at one point: no bonus
+
+
+def test_a_turn_ends_at_its_stop_string_and_what_follows_is_dropped(chat):
+  """The scripted model writes on past </tool_call> and </answer> (then <|im_end|>): with ViGoRL's stop strings each
+  turn keeps its text up to the tag, the rest leaves the sample and the cache (rewound before the next turn), and the
+  environment closes the turn, so the sequence is the conversation's own tokenisation."""
+  trailing = " Then I will guess the observation."
+  sampler = ScriptedSampler(chat, trailing=trailing)
+  options = dict(protocol=protocol.MULTI_TURN, offset=14, crop_size=56, dot=True, max_images=4, multiple=28)
+  rollout_config = rollout_lib.RolloutConfig(
+    max_turns=5,
+    max_new_tokens=64,
+    max_sequence_len=1024,
+    episode_options=tuple(options.items()),
+    stop_strings=vigorl.TURN_STOP_STRINGS,
+  )
+  (trajectory,) = rollout_lib.rollout(
+    vigorl, sampler, chat, None, [_spec()], 1, config=rollout_config, rng=jax.random.key(0)
+  )
+  assert trajectory.turns == (LOOK,) * 3 + (protocol.FORCED_ANSWER + AFTER_FORCED,)
+  assert trajectory.turn_finish_reasons == (STOP,) * 4 and not trajectory.truncated
+  dropped = len(chat.encode_text(trailing)) + 1  # the trailing text and the model's <|im_end|>
+  assert sampler.rewinds == [([0], [dropped])] * 3  # before each of the three continuations
+  masked = chat.tokenizer.decode(trajectory.tokens[trajectory.assistant_mask == 1].tolist(), skip_special_tokens=False)
+  assert masked == LOOK * 3 + AFTER_FORCED  # <|im_end|> is the environment's now
+  messages = [conversation.user_message(trajectory.map_image, trajectory.prompt_text)]
+  for i, text in enumerate(trajectory.turns):
+    messages.append({"role": "assistant", "content": text})
+    if i < len(trajectory.feedback_images):
+      messages.append(conversation.user_message(trajectory.feedback_images[i], trajectory.feedback_texts[i]))
+  np.testing.assert_array_equal(trajectory.tokens, chat.encode(messages, add_generation_prompt=False)["input_ids"][0])
+
+
+def test_stop_string_cut_finds_the_token_that_completes_the_first_match(chat):
+  tokens = chat.encode_text("<think> a </think><answer>red</answer> and more").astype(np.int32)
+  cut = rollout_lib.stop_string_cut(chat.tokenizer, tokens, vigorl.TURN_STOP_STRINGS)
+  assert chat.tokenizer.decode(tokens[:cut].tolist()).endswith("</answer>")
+  assert "</answer>" not in chat.tokenizer.decode(tokens[: cut - 1].tolist())
+  assert rollout_lib.stop_string_cut(chat.tokenizer, tokens[: cut - 1], vigorl.TURN_STOP_STRINGS) is None
+  with pytest.raises(ValueError, match="stop_strings"):
+    rollout_lib.RolloutConfig(stop_strings=("</answer>", ""))
 
 
 def test_a_replayed_prefix_that_fills_the_images_forces_the_answer(chat):

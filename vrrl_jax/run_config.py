@@ -126,6 +126,7 @@ def rollout_config(
     top_p=1.0 if greedy else float(config.rl.top_p),
     style=style,
     episode_options=tuple(sorted(task(config).episode_options(config).items())),
+    stop_strings=tuple(task(config).TURN_STOP_STRINGS),
   )
 
 

@@ -60,6 +60,10 @@ class RolloutConfig:
   top_k: int = 0
   style: str = "default"  # the task's render style of feedback images (the examples' own)
   episode_options: tuple = ()  # (name, value) pairs: task.episode_options(config), passed to task.new_episode
+  # Text that also ends a turn (task.TURN_STOP_STRINGS; ViGoRL: "</tool_call>", "</answer>"): the turn keeps the
+  # tokens up to the one that completes the first match; those generated after it are dropped from the sample and
+  # from the cache, and the environment closes the turn.
+  stop_strings: tuple[str, ...] = ()
 
   def __post_init__(self):
     for name in ("max_turns", "max_new_tokens", "max_sequence_len"):
@@ -68,6 +72,8 @@ class RolloutConfig:
         raise ValueError(f"RolloutConfig.{name} must be a positive int, got {value!r}")
     if not isinstance(self.style, str):
       raise ValueError(f"RolloutConfig.style must be a render style name, got {self.style!r}")
+    if not isinstance(self.stop_strings, tuple) or not all(isinstance(t, str) and t for t in self.stop_strings):
+      raise ValueError(f"RolloutConfig.stop_strings must be a tuple of non-empty strings, got {self.stop_strings!r}")
 
   def sampling(self, chat: ChatProcessor) -> SamplingConfig:
     """Turns end at <|im_end|>; image/video pad tokens are never drawn (a later forward would scatter image
@@ -95,7 +101,7 @@ class Trajectory:
   pixel_values: np.ndarray  # [patches, patch_dim] float32: every image of the sequence, in order
   image_grid_thw: np.ndarray  # [images, 3] int64
   turns: tuple[str, ...]  # assistant turn texts (prefix turns and forced openings included); score_turns input
-  turn_finish_reasons: tuple[str, ...]  # per generated turn: "stop" (<|im_end|>) or "length" (turn budget)
+  turn_finish_reasons: tuple[str, ...]  # per generated turn: "stop" (<|im_end|> or a stop string) or "length"
   finish_reason: str  # the episode's end reason, or TOKEN_BUDGET
   num_prefix_turns: int
   prompt_index: int
@@ -328,10 +334,14 @@ def rollout(
     params, list(prompts), sampling, turn_rng, n_per_prompt=n_per_prompt, max_new_tokens=budgets
   )
   while True:
-    continuing, segments, budgets = [], [], []
+    continuing, segments, budgets, dropped = [], [], [], {}
     for s, tokens, log_probs, reason in zip(turn.sample_ids, turn.tokens, turn.log_probs, turn.finish_reasons):
       sample = samples[s]
-      stopped = reason == STOP
+      cut = stop_string_cut(chat.tokenizer, tokens, config.stop_strings) if config.stop_strings else None
+      if cut is not None:  # the turn ends at a stop string: what followed it is dropped, the environment closes it
+        dropped[int(s)] = len(tokens) - cut
+        tokens, log_probs, reason = tokens[:cut], log_probs[:cut], STOP
+      stopped = reason == STOP and cut is None  # the policy's own <|im_end|> ends the turn
       turn_number = len(sample.episode.turns)
       sample.add(tokens, _SAMPLED, turn_number, log_probs)
       sample.turn_finish_reasons.append(reason)
@@ -368,10 +378,28 @@ def rollout(
       sample.add(closing if stopped else np.append([im_end], closing), _ENV)
     if not continuing:
       break
+    if rewound := [s for s in continuing if dropped.get(s)]:
+      state = sampler.rewind(state, rewound, [dropped[s] for s in rewound])
     rng, turn_rng = jax.random.split(rng)
     state, turn = sampler.extend(params, state, continuing, segments, sampling, turn_rng, max_new_tokens=budgets)
   patch_dim = chat.image_config.patch_dim
   return [sample.trajectory(patch_dim) for sample in samples]
+
+
+def stop_string_cut(tokenizer, tokens: np.ndarray, stop_strings: Sequence[str]) -> int | None:
+  """How many leading ``tokens`` a turn keeps when it ends at a stop string: the shortest prefix whose text contains
+  one (its last token completes the match), or None when the turn's text has none."""
+  decode = lambda n: tokenizer.decode(tokens[:n].tolist(), skip_special_tokens=False)  # noqa: E731
+  if not any(stop in decode(len(tokens)) for stop in stop_strings):
+    return None
+  low, high = 1, len(tokens)  # containment grows with the prefix: bisect for the first prefix that has a match
+  while low < high:
+    middle = (low + high) // 2
+    if any(stop in decode(middle) for stop in stop_strings):
+      high = middle
+    else:
+      low = middle + 1
+  return low
 
 
 def pad_trajectories(trajectories: Sequence[Trajectory], pad_token_id: int, length: int | None = None) -> dict:

@@ -418,6 +418,33 @@ class Sampler:
         params, cache, logits, row_samples, lengths, next_positions, row_budgets, sampling, rng, record_logits
       )
 
+  def rewind(self, state: GenerationState, sample_ids: Sequence[int], num_tokens: Sequence[int]) -> GenerationState:
+    """Drops the last ``num_tokens[i]`` generated tokens cached for ``sample_ids[i]`` (a turn cut short after its
+    text matched a stop string): the row's length and next M-RoPE position move back by that many (each generated
+    token took one of each) and the slots are masked, so the next ``extend`` writes over them."""
+    sample_ids = np.asarray(list(sample_ids), np.int64)
+    drops = np.asarray(list(num_tokens), np.int64)
+    if drops.shape != sample_ids.shape:
+      raise ValueError(f"rewind needs one token count per sample; got {len(sample_ids)} samples, {len(drops)} counts")
+    row_of = {int(s): r for r, s in enumerate(state.sample_ids) if s >= 0}
+    missing = [int(s) for s in sample_ids if int(s) not in row_of]
+    if missing:
+      raise ValueError(f"samples {missing} are not in this generation state")
+    rows = np.array([row_of[int(s)] for s in sample_ids], np.int64)
+    if (drops < 0).any() or (drops > state.lengths[rows]).any():
+      raise ValueError(f"token counts to drop must be in [0, the row's length], got {drops.tolist()}")
+    if not drops.any():
+      return state
+    lengths, positions = state.lengths.copy(), state.next_positions.copy()
+    lengths[rows] -= drops
+    positions[rows] -= drops
+    batch, max_len = state.cache.key.shape[1], state.cache.max_len
+    with self._context():
+      cache = self._call(
+        "rewind", (batch, max_len), self._rewind_fn(), state.cache, self._put_rows(lengths.astype(np.int32))
+      )
+    return GenerationState(cache=cache, sample_ids=state.sample_ids, lengths=lengths, next_positions=positions)
+
   # -- host-side preparation ---------------------------------------------------------------------------------
 
   def _budgets(self, max_new_tokens, num_samples: int, sampling: SamplingConfig) -> np.ndarray:
@@ -658,6 +685,13 @@ class Sampler:
   def _logits_fn(self, batch: int):
     init = lambda: self._constrain_rows(jnp.zeros((batch, self.config.text.vocab_size), jnp.float32))
     return self._memo(("logits", batch), lambda: jax.jit(init))
+
+  def _rewind_fn(self):
+    def rewind(cache: KVCache, lengths):
+      kept = jnp.arange(cache.max_len, dtype=jnp.int32)[None, :] < lengths[:, None]
+      return self._constrain_cache(cache.replace(segment_ids=jnp.where(kept, cache.segment_ids, 0), lengths=lengths))
+
+    return self._memo(("rewind",), lambda: jax.jit(rewind, donate_argnums=(0,)))
 
   def _select_fn(self, max_len: int, donate: bool):
     def select(cache: KVCache, logits, rows):

@@ -40,6 +40,7 @@ class Task(Protocol):
   REVISION_OPENING: str
   EVAL_KEYS: tuple[str, ...]  # the task's own keys of config.eval (which eval examples)
   SUCCESS_METRIC: str  # the reward metric (0/1) that says the committed answer was right; logged per rollout mode
+  TURN_STOP_STRINGS: tuple[str, ...]  # text that ends an assistant turn besides <|im_end|> (RolloutConfig.stop_strings)
 
   # Data: examples carry ``.spec``, ``.style`` (render style of their images) and ``.map_id`` (a stable id).
   def data_config(self, config) -> Any: ...  # ``config.data``, checked

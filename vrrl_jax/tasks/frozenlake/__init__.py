@@ -16,6 +16,7 @@ TRAIN_MAX_TURNS, EVAL_MAX_TURNS = protocol.TRAIN_MAX_TURNS, protocol.EVAL_MAX_TU
 REVISION_OPENING = "<THINK>"
 EVAL_KEYS = ("levels", "maps_per_level")
 SUCCESS_METRIC = "em"  # the reward metric that says the committed answer was right
+TURN_STOP_STRINGS = ()  # a turn ends at <|im_end|> only
 
 
 def _section(value) -> dict:

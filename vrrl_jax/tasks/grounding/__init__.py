@@ -25,6 +25,7 @@ TRAIN_MAX_TURNS, EVAL_MAX_TURNS = protocol.TRAIN_MAX_TURNS, protocol.EVAL_MAX_TU
 REVISION_OPENING = "<think>"  # a wrong-type prefix's next turn starts thinking again (VRRL_SPEC 3, forced opening)
 EVAL_KEYS = ("splits", "examples_per_split")
 SUCCESS_METRIC = "correct"
+TURN_STOP_STRINGS = ()  # a turn ends at <|im_end|> only
 # Feedback images are crops of the scene itself, so one rollout batch may mix scene styles: one render style name.
 RENDER_STYLE = "scene"
 

@@ -33,6 +33,7 @@ TRAIN_MAX_TURNS = EVAL_MAX_TURNS = protocol_lib.MAX_TURNS
 REVISION_OPENING = "<think>"
 EVAL_KEYS = ("splits", "examples_per_split")
 SUCCESS_METRIC = "accuracy"
+TURN_STOP_STRINGS = protocol_lib.TURN_STOP_STRINGS
 RENDER_STYLE = "scene"  # crops are cut from the scene itself: one render style name for every example
 
 

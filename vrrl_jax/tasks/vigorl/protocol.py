@@ -51,6 +51,8 @@ FORCED_ANSWER = (
 )
 WAIT = "Wait, this seems off. Let's try something else."
 MAX_IMAGES = MAX_TURNS = 5  # the question's image + 4 crops; 5 generation rounds
+# Generation of a turn stops at these (GROUNDING_SPEC 2), as well as at the end-of-turn token.
+TURN_STOP_STRINGS = ("</tool_call>", "</answer>")
 
 FINAL, NO_ACTION, BAD_CALL, MAX_TURNS_REASON = "final", "no_action", "bad_call", "max_turns"
 DONE_REASONS = (FINAL, NO_ACTION, BAD_CALL, MAX_TURNS_REASON)

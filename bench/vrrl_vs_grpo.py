@@ -246,7 +246,7 @@ def table(summary: dict) -> str:
 
 def draw_figures(by_arm: dict[str, list[dict]], summary: dict, out: pathlib.Path) -> list[pathlib.Path]:
   out.mkdir(parents=True, exist_ok=True)
-  series, bands = {}, {}
+  series, bands, colours = {}, {}, {}
   for arm, runs in by_arm.items():
     curves = [figures.moving_average(r["train_reward"], 5) for r in runs if r["train_reward"]]
     if not curves:
@@ -256,11 +256,13 @@ def draw_figures(by_arm: dict[str, list[dict]], summary: dict, out: pathlib.Path
     xs = list(range(1, length + 1))
     series[LABELS.get(arm, arm)] = (xs, values.mean(axis=0).tolist())
     bands[LABELS.get(arm, arm)] = (xs, values.min(axis=0).tolist(), values.max(axis=0).tolist())
+    colours[LABELS.get(arm, arm)] = figures.COLOURS[list(by_arm).index(arm) % len(figures.COLOURS)]  # as in the bars
   paths = []
   if series:
     curve = figures.line_chart(
       series,
       bands=bands,
+      colours=colours,
       title="training reward per RL step (5-step mean; band: min-max over seeds)",
       xlabel="RL step",
       ylabel="reward/overall",

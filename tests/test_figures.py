@@ -56,6 +56,10 @@ def test_line_chart_band_is_tinted_between_its_bounds():
   assert _pixel(image, mid_x, bottom - 0.6 * height) == figures.tint(figures.COLOURS[0])  # inside the band
   assert _pixel(image, mid_x, bottom - 0.4 * height) == figures.tint(figures.COLOURS[0])
   assert _pixel(image, mid_x, bottom - 0.85 * height) == (255, 255, 255)  # above it
+  image = figures.line_chart(
+    {"a": ([0, 10], [0.5, 0.5])}, colours={"a": (1, 2, 3)}, title="t", xlabel="x", ylabel="y", y_range=(0.0, 1.0)
+  )
+  assert _pixel(image, mid_x, bottom - 0.5 * height) == (1, 2, 3)  # a colour chosen per series
   with pytest.raises(ValueError, match="unknown series"):
     figures.line_chart({"a": ([0], [0])}, bands={"b": ([0], [0], [1])}, title="t", xlabel="x", ylabel="y")
 

@@ -59,11 +59,11 @@ def _frame(draw: ImageDraw.ImageDraw, title: str, xlabel: str, ylabel: str, y_ra
   draw.text((6, top - 16), ylabel, fill=TEXT, font=font, anchor="lt")
 
 
-def _legend(draw: ImageDraw.ImageDraw, names: Sequence[str]) -> None:
+def _legend(draw: ImageDraw.ImageDraw, names: Sequence[str], colours: Sequence[tuple[int, int, int]]) -> None:
   left, top, _, _ = plot_area()
-  for i, name in enumerate(names):
+  for i, (name, colour) in enumerate(zip(names, colours)):
     y = top + 8 + 14 * i
-    draw.rectangle([left + 8, y - 4, left + 18, y + 4], fill=COLOURS[i % len(COLOURS)])
+    draw.rectangle([left + 8, y - 4, left + 18, y + 4], fill=colour)
     draw.text((left + 24, y), name, fill=TEXT, font=_font(), anchor="lm")
 
 
@@ -75,9 +75,12 @@ def line_chart(
   ylabel: str,
   y_range: tuple[float, float] | None = None,
   bands: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]] | None = None,
+  colours: Mapping[str, tuple[int, int, int]] | None = None,
 ) -> Image.Image:
   """Lines of (x, y) points; ``y_range`` fixes the y axis (default: the data's range). ``bands``: per series name,
-  (xs, lows, highs) shaded in a light tint of the series' colour behind the lines (e.g. the spread over seeds)."""
+  (xs, lows, highs) shaded in a light tint of the series' colour behind the lines (e.g. the spread over seeds).
+  ``colours``: a colour per series name (default: COLOURS in order), e.g. to match another chart's."""
+  colours = [(colours or {}).get(name, COLOURS[i % len(COLOURS)]) for i, name in enumerate(series)]
   bands = dict(bands or {})
   if unknown := sorted(set(bands) - set(series)):
     raise ValueError(f"line chart {title!r}: bands for unknown series {unknown}")
@@ -102,15 +105,15 @@ def line_chart(
       outline = [(x_of(x), y_of(y)) for x, y in zip(xs, highs)] + [
         (x_of(x), y_of(y)) for x, y in reversed(list(zip(xs, lows)))
       ]
-      draw.polygon(outline, fill=tint(COLOURS[i % len(COLOURS)]))
+      draw.polygon(outline, fill=tint(colours[i]))
   for i, (xs, ys) in enumerate(series.values()):
     pixels = [(x_of(x), y_of(y)) for x, y in zip(xs, ys)]
-    colour = COLOURS[i % len(COLOURS)]
+    colour = colours[i]
     if len(pixels) > 1:
       draw.line(pixels, fill=colour, width=2)
     for px, py in pixels:
       draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=colour)
-  _legend(draw, list(series))
+  _legend(draw, list(series), colours)
   return image
 
 
@@ -152,7 +155,7 @@ def bar_chart(
         for y in (lo, hi):
           draw.line([(mid - cap, y), (mid + cap, y)], fill=AXIS, width=1)
     draw.text((left + (g + 0.5) * group_w, bottom + 6), label, fill=TEXT, font=_font(), anchor="mt")
-  _legend(draw, list(bars))
+  _legend(draw, list(bars), [COLOURS[b % len(COLOURS)] for b in range(len(bars))])
   return image
 
 

@@ -374,11 +374,7 @@ class Sampler:
       raise ValueError("segments must be Segments")
     if len(set(sample_ids.tolist())) != len(sample_ids):
       raise ValueError(f"sample_ids repeat: {sample_ids.tolist()}")
-    row_of = {int(s): r for r, s in enumerate(state.sample_ids) if s >= 0}
-    missing = [int(s) for s in sample_ids if int(s) not in row_of]
-    if missing:
-      raise ValueError(f"samples {missing} are not in this generation state (their episodes ended or never began)")
-    old_rows = np.array([row_of[int(s)] for s in sample_ids], np.int64)
+    old_rows = _rows_of(state, sample_ids)
     budgets = self._budgets(max_new_tokens, len(sample_ids), sampling)
     segment_lengths = np.array([len(s) for s in segments])
     needed = int(np.max(state.lengths[old_rows] + segment_lengths + budgets))
@@ -426,11 +422,7 @@ class Sampler:
     drops = np.asarray(list(num_tokens), np.int64)
     if drops.shape != sample_ids.shape:
       raise ValueError(f"rewind needs one token count per sample; got {len(sample_ids)} samples, {len(drops)} counts")
-    row_of = {int(s): r for r, s in enumerate(state.sample_ids) if s >= 0}
-    missing = [int(s) for s in sample_ids if int(s) not in row_of]
-    if missing:
-      raise ValueError(f"samples {missing} are not in this generation state")
-    rows = np.array([row_of[int(s)] for s in sample_ids], np.int64)
+    rows = _rows_of(state, sample_ids)
     if (drops < 0).any() or (drops > state.lengths[rows]).any():
       raise ValueError(f"token counts to drop must be in [0, the row's length], got {drops.tolist()}")
     if not drops.any():
@@ -791,6 +783,15 @@ class Sampler:
     )
     state = jax.lax.while_loop(cond, body, state)
     return state.cache, state.tokens, state.log_probs, state.counts, state.stopped, state.recorded_logits
+
+
+def _rows_of(state: GenerationState, sample_ids: np.ndarray) -> np.ndarray:
+  """The cache row of each sample; a clear error for samples the state does not hold."""
+  row_of = {int(s): r for r, s in enumerate(state.sample_ids) if s >= 0}
+  missing = [int(s) for s in sample_ids if int(s) not in row_of]
+  if missing:
+    raise ValueError(f"samples {missing} are not in this generation state (their episodes ended or never began)")
+  return np.array([row_of[int(s)] for s in sample_ids], np.int64)
 
 
 def _padded(values, length: int, fill=None):

@@ -11,7 +11,9 @@ Stages, each an ordinary resumable ``python -m vrrl_jax.train`` run (an interrup
 2. Each RL arm x seed in ``W/<arm>/seed<k>``, seed-major (one seed of every arm first), ``--parallel`` at a time: ``init_checkpoint`` the
    exported policy, ``sft.steps=0``, the config's RL. Every arm has the same steps, prompts and samples; the arms
    differ only in the rollout-mode weights (``ARMS``). The seed changes RL sampling, prompt order and modes.
-3. The report: one results JSON per run under ``--results``, ``table.md`` beside them, two PNGs under ``--figures``
+   A workdir holds one warm start (``W/sweep.json`` says which); a second warm start needs its own workdir.
+3. The report: one results JSON per run under ``--results``, ``table_warm<warm_seed>.md`` and
+   ``summary_warm<warm_seed>.json`` beside them, two PNGs ``vrrl_vs_grpo_warm<warm_seed>_*.png`` under ``--figures``
    (training reward per RL step, mean and min-max band over seeds; optimal_rate per arm with 95% intervals), and
    one JSON line on stdout.
 
@@ -244,7 +246,7 @@ def table(summary: dict) -> str:
   return "\n".join(rows) + "\n"
 
 
-def draw_figures(by_arm: dict[str, list[dict]], summary: dict, out: pathlib.Path) -> list[pathlib.Path]:
+def draw_figures(by_arm: dict[str, list[dict]], summary: dict, out: pathlib.Path, warm_seed: int) -> list[pathlib.Path]:
   out.mkdir(parents=True, exist_ok=True)
   series, bands, colours = {}, {}, {}
   for arm, runs in by_arm.items():
@@ -267,7 +269,7 @@ def draw_figures(by_arm: dict[str, list[dict]], summary: dict, out: pathlib.Path
       xlabel="RL step",
       ylabel="reward/overall",
     )
-    paths.append(out / "vrrl_vs_grpo_training_reward.png")
+    paths.append(out / f"vrrl_vs_grpo_warm{warm_seed}_training_reward.png")
     curve.save(paths[-1])
   groups = ["in distribution", "L6", "L7 (OOD style)", "out of distribution"]
   keys = ["in_distribution", "L6", "L7", "out_of_distribution"]
@@ -282,9 +284,23 @@ def draw_figures(by_arm: dict[str, list[dict]], summary: dict, out: pathlib.Path
     ylabel="optimal_rate",
     y_range=(0.0, min(1.0, max(0.1, round(top + 0.3, 1)))),  # room above the bars for the legend
   )
-  paths.append(out / "vrrl_vs_grpo_optimal_rate.png")
+  paths.append(out / f"vrrl_vs_grpo_warm{warm_seed}_optimal_rate.png")
   chart.save(paths[-1])
   return paths
+
+
+def claim_workdir(workdir: pathlib.Path, warm_seed: int) -> None:
+  """A sweep workdir holds one warm start: RL runs are keyed by arm and seed, so a second warm start in the same
+  workdir would take the first one's runs for its own."""
+  marker = workdir / "sweep.json"
+  if marker.exists():
+    claimed = json.loads(marker.read_text())["warm_seed"]
+    if claimed != warm_seed:
+      raise SystemExit(
+        f"{workdir} holds the sweep of warm start {claimed}; warm start {warm_seed} needs its own --workdir"
+      )
+  else:
+    marker.write_text(json.dumps({"warm_seed": warm_seed}) + "\n")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -309,6 +325,7 @@ def main(argv=None) -> None:
   seeds = [int(s) for s in args.seeds.split(",") if s]
   workdir = pathlib.Path(args.workdir).resolve()
   workdir.mkdir(parents=True, exist_ok=True)
+  claim_workdir(workdir, args.warm_seed)
   warm = workdir / f"warm_s{args.warm_seed}"
   warm_args = warm_overrides(args.warm_seed, extra)
   t0 = time.perf_counter()
@@ -351,7 +368,7 @@ def main(argv=None) -> None:
   summary = summarize(by_arm)
   (results_dir / f"table_warm{args.warm_seed}.md").write_text(table(summary))
   (results_dir / f"summary_warm{args.warm_seed}.json").write_text(json.dumps(summary, indent=1) + "\n")
-  paths = draw_figures(by_arm, summary, pathlib.Path(args.figures))
+  paths = draw_figures(by_arm, summary, pathlib.Path(args.figures), args.warm_seed)
   missing = [f"{arm}/seed{seed}" for arm, seed in plan if not is_done(workdir / arm / f"seed{seed}")]
   line = {
     "bench": "vrrl_vs_grpo",

@@ -65,3 +65,12 @@ def test_the_arm_and_warm_start_flags_win_over_the_users(sweep, tmp_path):
   assert arm.rl.mode_weights.normal == 1.0
   warm = experiment.load_config(CONFIG, sweep.warm_overrides(5, extra))
   assert (warm.seed, warm.rl.steps, warm.sft.steps, warm.eval.maps_per_level) == (5, 0, 7, 4)
+
+
+def test_a_workdir_holds_one_warm_start(sweep, tmp_path):
+  sweep.claim_workdir(tmp_path, 0)
+  sweep.claim_workdir(tmp_path, 0)  # resuming the same warm start is fine
+  with pytest.raises(SystemExit, match="holds the sweep of warm start 0; warm start 1 needs its own --workdir"):
+    sweep.claim_workdir(tmp_path, 1)
+  (tmp_path / "second").mkdir()
+  sweep.claim_workdir(tmp_path / "second", 1)

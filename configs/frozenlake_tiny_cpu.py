@@ -97,6 +97,7 @@ def get_config():
     batch_size=16,
     micro_batches=1,
     learning_rate=3e-3,
+    cosine_decay=False,  # True: the lr decays along a cosine to 0 at the last SFT step (else constant after warmup)
     min_length=256,
     min_patches=6144,
     wrong_route_loss=False,

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from vrrl_jax import experiment, run_config
@@ -54,6 +55,7 @@ BAD_VALUES = [
   ("sft.learning_rate", float("nan"), r"config\.sft\.learning_rate=nan: must be a finite number"),
   ("sft.micro_batches", 3, r"config\.sft\.micro_batches=3: must divide sft\.batch_size=16"),
   ("sft.wrong_route_loss", "no", r"config\.sft\.wrong_route_loss='no': must be True or False"),
+  ("sft.cosine_decay", 1, r"config\.sft\.cosine_decay=1: must be True or False"),
   ("sft.min_length", 0, r"config\.sft\.min_length: config min_length must be a positive int"),
   ("sft.transcripts.p_correct_first", 1.5, r"config\.sft\.transcripts: .*p_correct_first"),
   ("rl.samples_per_prompt", 0, r"config\.rl\.samples_per_prompt=0: must be an int >= 2"),
@@ -206,3 +208,25 @@ def test_chat_template_is_the_tokenizers_own_and_required_beyond_qwen2_5_vl():
   assert experiment.chat_template_for(types.SimpleNamespace(chat_template=None), qwen25) is None  # bundled one
   with pytest.raises(ValueError, match="qwen3_vl's is not bundled"):
     experiment.chat_template_for(types.SimpleNamespace(chat_template=None), qwen3)
+
+
+@pytest.mark.parametrize("cosine_decay", [False, True])
+def test_sft_lr_is_constant_after_warmup_or_a_cosine_to_zero_at_the_last_sft_step(cosine_decay):
+  """The SFT optimizer's lr per applied update against the closed form: linear warmup, then constant or
+  lr * (1 + cos(pi * progress)) / 2 over the steps after warmup (the schedule itself is checked against torch in
+  tests/test_rl_step.py)."""
+  from vrrl_jax.rl import train_state as ts_lib
+
+  config = tiny()
+  config.sft.update(steps=100, learning_rate=3e-3, cosine_decay=cosine_decay)
+  config.optimizer.warmup_steps = 20
+  run_config.validate(config)
+  schedule = ts_lib.learning_rate_schedule(run_config.sft_optimizer_config(config))
+  for n in (0, 10, 20, 40, 60, 99, 100):
+    if n < 20:
+      want = 3e-3 * n / 20
+    elif cosine_decay:
+      want = 3e-3 * (1 + np.cos(np.pi * (n - 20) / 80)) / 2
+    else:
+      want = 3e-3
+    assert float(schedule(n)) == pytest.approx(want, rel=1e-5, abs=1e-9), n

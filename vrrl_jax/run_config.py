@@ -44,6 +44,13 @@ def as_dict(value) -> dict:
 # Sections into the typed configs of the parts that use them.
 
 
+def sft_optimizer_config(config) -> ts_lib.OptimizerConfig:
+  """The SFT phase's optimizer: ``sft.learning_rate``, and with ``sft.cosine_decay`` a cosine to 0 at the last SFT
+  step (a constant lr makes greedy accuracy swing between checkpoints; BENCHMARKS.md, "How long to warm start")."""
+  decay_steps = int(config.sft.steps) if config.sft.cosine_decay else 0
+  return optimizer_config(config, float(config.sft.learning_rate), decay_steps)
+
+
 def optimizer_config(config, learning_rate: float, decay_steps: int = 0) -> ts_lib.OptimizerConfig:
   """``config.optimizer`` at ``learning_rate``; ``decay_steps`` > 0: a cosine decay to 0 at that update."""
   opt = as_dict(config.optimizer)
@@ -177,6 +184,7 @@ SFT_KEYS = (
   "batch_size",
   "micro_batches",
   "learning_rate",
+  "cosine_decay",
   "min_length",
   "min_patches",
   "wrong_route_loss",
@@ -347,6 +355,7 @@ def validate(config) -> None:
   if batch % micro:
     raise ConfigError(f"config.sft.micro_batches={micro}: must divide sft.batch_size={batch}")
   require_bool(config, "sft.wrong_route_loss")
+  require_bool(config, "sft.cosine_decay")
   for name, default in (("min_length", batching.MIN_LENGTH), ("min_patches", batching.MIN_PATCHES)):
     with reading(f"sft.{name}"):
       shape_floor(config.sft, name, default)

@@ -33,8 +33,8 @@ def resume(ckpt: TrainCheckpointer, exp, config, params, specs, buffer, step: in
   def abstract_for(host: dict):
     rl = host.get("phase") == RL
     keep_reference = rl and float(config.rl.loss.kl_coef) > 0
-    lr = float(config.rl.learning_rate if rl else config.sft.learning_rate)
-    optimizer = ts_lib.make_optimizer(run_config.optimizer_config(config, lr))
+    opt_cfg = run_config.optimizer_config(config, float(config.rl.learning_rate))
+    optimizer = ts_lib.make_optimizer(opt_cfg if rl else run_config.sft_optimizer_config(config))
     return ts_lib.abstract_train_state(
       params, specs, optimizer, exp.mesh, exp.rules, keep_reference, run_config.reference_memory(config)
     )

@@ -130,7 +130,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # --- SFT warm start -----------------------------------------------------------------------------------------
   if progress.phase == SFT and progress.global_step < sft_steps:
-    opt_cfg = run_config.optimizer_config(config, float(config.sft.learning_rate))
+    opt_cfg = run_config.sft_optimizer_config(config)
     if state is None:
       state = ts_lib.create_train_state(
         params, specs, opt_cfg, jax.random.PRNGKey(config.seed), exp.mesh, exp.rules, keep_reference=False

@@ -26,6 +26,10 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 FLAGS = [
   "--config=configs/frozenlake_tiny_cpu.py",
   "--config.init_checkpoint=",
+  # The config's architecture cut to one layer and one vision block: compile time, not coverage, scales with depth.
+  "--config.model.text_config.num_hidden_layers=1",
+  "--config.model.vision_config.depth=1",
+  "--config.model.vision_config.fullatt_block_indexes=(0,)",
   "--config.sft.steps=1",
   "--config.sft.batch_size=8",
   "--config.rl.steps=3",

@@ -51,7 +51,7 @@ def test_cli_round_trip(tmp_path, family):
   assert "no vrrl_config.json; not a vrrl_jax checkpoint" in result.stderr
 
 
-def test_train_to_orbax_exports_the_trained_policy(tmp_path):
+def test_train_to_orbax_exports_the_trained_policy(tmp_path, compilation_cache):
   """Two SFT steps (the first has warmup lr 0) from the shipped tiny VLM (vision tower frozen), exported and then converted to Hugging Face: the
   text weights are the trained ones (they moved), the frozen vision weights are the shipped ones, and the directory
   carries the shipped tokenizer, which transformers loads."""
@@ -65,7 +65,12 @@ def test_train_to_orbax_exports_the_trained_policy(tmp_path):
   train = subprocess.run(
     [sys.executable, "-m", "vrrl_jax.train", f"--config={config}", f"--workdir={workdir}", *overrides],
     cwd=REPO,
-    env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"},
+    env={
+      **os.environ,
+      "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+      "JAX_PLATFORMS": "cpu",
+      "VRRL_JAX_CACHE": str(compilation_cache),  # the session's, not the user's ~/.cache: same cost everywhere
+    },
     capture_output=True,
     text=True,
     timeout=600,

@@ -1,7 +1,8 @@
 """Multi-host correctness on one machine: the whole run (SFT step, rollouts, RL updates, checkpoints, eval) as 2
 processes x 4 fake CPU devices through ``jax.distributed`` (``launch/cpu_multiprocess.sh``), SIGKILLed after a
 checkpoint and started again, logs the same metrics as 1 process x 8 devices straight through. (One 2-process run
-checks both: a difference from either cause would show.)
+checks both: a difference from either cause would show.) It is the suite's kill-and-resume test: the optimizer, RNG
+and buffer state come back from the checkpoint, or the steps after it would differ.
 
 Every process holds the whole host batch (``vrrl_jax.parallel.host``), so per-step metrics must agree to float
 reduction order. The model is the tiny architecture from scratch with short turns: the point is the machinery, not

@@ -7,6 +7,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import importlib.util
 import pathlib
 
 import pytest
@@ -47,3 +48,16 @@ def task_processor():
   cfg = processor_lib.ImageProcessorConfig.qwen2_5_vl()
   cfg = processor_lib.ImageProcessorConfig(**{**cfg.__dict__, "min_pixels": 56 * 56, "max_pixels": 196 * 196})
   return processor_lib.ChatProcessor(load_task_tokenizer(), cfg)
+
+
+@pytest.fixture(scope="session")
+def bench_script():
+  """Loads ``bench/<name>.py`` as a module (bench/ is a folder of scripts, not a package)."""
+
+  def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+  return load

@@ -1,13 +1,9 @@
 """The route-length probe on a hand-drawn map, against counts worked out by hand."""
 
-import importlib.util
-import pathlib
-
 import pytest
 
 from vrrl_jax.tasks.frozenlake import maps
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 # S F F
 # F H F      shortest route: 4 moves (right right down down, or down down right right)
 # F F G
@@ -15,11 +11,8 @@ SPEC = maps.parse_spec({"layout": ["SFF", "FHF", "FFG"], "start_pos": 0, "target
 
 
 @pytest.fixture(scope="module")
-def probe():
-  spec = importlib.util.spec_from_file_location("route_length_probe", REPO / "bench" / "route_length_probe.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+def probe(bench_script):
+  return bench_script("route_length_probe")
 
 
 def test_lengths_and_overshoot_counted_by_hand(probe):

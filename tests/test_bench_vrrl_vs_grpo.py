@@ -1,7 +1,6 @@
 """The VRRL-vs-GRPO sweep's arms: valid configs that differ only in rollout-mode weights (and the seed), with the
 arm's own flags winning over the user's."""
 
-import importlib.util
 import pathlib
 
 import pytest
@@ -14,11 +13,8 @@ CONFIG = str(REPO / "configs" / "frozenlake_small_cpu.py")
 
 
 @pytest.fixture(scope="module")
-def sweep():
-  spec = importlib.util.spec_from_file_location("vrrl_vs_grpo", REPO / "bench" / "vrrl_vs_grpo.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+def sweep(bench_script):
+  return bench_script("vrrl_vs_grpo")
 
 
 def _flat(config) -> dict:

@@ -33,8 +33,11 @@ def resume(ckpt: TrainCheckpointer, exp, config, params, specs, buffer, step: in
   def abstract_for(host: dict):
     rl = host.get("phase") == RL
     keep_reference = rl and float(config.rl.loss.kl_coef) > 0
-    opt_cfg = run_config.optimizer_config(config, float(config.rl.learning_rate))
-    optimizer = ts_lib.make_optimizer(opt_cfg if rl else run_config.sft_optimizer_config(config))
+    if rl:
+      opt_cfg = run_config.optimizer_config(config, float(config.rl.learning_rate))
+    else:
+      opt_cfg = run_config.sft_optimizer_config(config)
+    optimizer = ts_lib.make_optimizer(opt_cfg)
     return ts_lib.abstract_train_state(
       params, specs, optimizer, exp.mesh, exp.rules, keep_reference, run_config.reference_memory(config)
     )

@@ -51,15 +51,13 @@ def main(argv=None) -> None:
   predict = pretrain_run.make_predict_fn(exp.model, exp.mesh, exp.rules, shardings)
   tokenizer = exp.processor.tokenizer
   rng = np.random.default_rng(args.seed)
-  examples = []
+  examples, maps_taken = [], {level: 0 for level in config.pretrain.levels}
   for entry in release_data.read_maps(release_data.EVAL_FILE, config.data_dir):
     spec = maps.parse_spec(entry["metadata"], require_reachable=True)
-    if spec.level not in tuple(config.pretrain.levels):
+    if maps_taken.get(spec.level, args.maps_per_level) >= args.maps_per_level:
       continue
-    if sum(1 for s, _ in examples if s.level == spec.level) >= args.maps_per_level * args.routes_per_map:
-      continue
-    for _ in range(args.routes_per_map):
-      examples.append((spec, tasks_lib.random_route(spec, rng)))
+    maps_taken[spec.level] += 1
+    examples += [(spec, tasks_lib.random_route(spec, rng)) for _ in range(args.routes_per_map)]
   counts: dict[str, dict[str, list[float]]] = {}
   batch = int(config.pretrain.eval_batch_size)
   for start in range(0, len(examples), batch):

@@ -18,12 +18,11 @@ import pathlib
 import jax
 import numpy as np
 
-from vrrl_jax import experiment, stats, trainer
+from vrrl_jax import experiment, stats
 from vrrl_jax.pretrain import TINY_VLM_DIR
 from vrrl_jax.pretrain import run as pretrain_run
 from vrrl_jax.pretrain import tasks as tasks_lib
 from vrrl_jax.tasks.frozenlake import maps, release_data
-from vrrl_jax.data import conversation
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NONE, AT_END, BEFORE_END = "no hole", "hole only under the star (last vertex)", "hole under the line before the end"
@@ -58,25 +57,18 @@ def main(argv=None) -> None:
       continue
     maps_taken[spec.level] += 1
     examples += [(spec, tasks_lib.random_route(spec, rng)) for _ in range(args.routes_per_map)]
+  rows = [
+    pretrain_run.held_out_row(exp, spec, tasks_lib.route_example(spec, a, config.pretrain.style))
+    for spec, a in examples
+  ]
   counts: dict[str, dict[str, list[float]]] = {}
-  batch = int(config.pretrain.eval_batch_size)
-  for start in range(0, len(examples), batch):
-    chunk = examples[start : start + batch]
-    built = [tasks_lib.route_example(spec, actions, config.pretrain.style) for spec, actions in chunk]
-    rows = [conversation.encode_conversation(exp.processor, ex.messages()) for ex in built]
-    sb = trainer.sft_batch(exp, rows, batch, 1, int(config.pretrain.min_length), int(config.pretrain.min_patches))
-    pred = np.asarray(predict(params, sb.inputs))[0]
-    targets, mask = np.asarray(sb.targets)[0], np.asarray(sb.loss_mask)[0]
-    for i, ((spec, actions), ex) in enumerate(zip(chunk, built)):
-      enc = tokenizer(ex.answer, return_offsets_mapping=True, add_special_tokens=False)
-      spans = dict(zip([u[0] for u in ex.units], tasks_lib.unit_token_spans(enc["offset_mapping"], ex.units)))
-      positions = np.nonzero(mask[i] > 0)[0][: len(enc["input_ids"])]
-      right = pred[i, positions] == targets[i, positions]
-      said = tokenizer.decode(pred[i, positions][spans["hole"]]).strip()
-      c = counts.setdefault(hole_split(spec, actions), {"right": [], "said_yes": [], "trace_right": []})
-      c["right"].append(float(right[spans["hole"]].all()))
-      c["said_yes"].append(float(said == "yes"))
-      c["trace_right"].append(float(right[spans["trace"]].all()))
+  scored = pretrain_run.teacher_forced(exp, config, predict, params, rows)
+  for (spec, actions), (h, right, predicted) in zip(examples, scored):
+    spans = {kind: idx for (kind, _, _), idx in zip(h.example.units, h.unit_tokens)}
+    c = counts.setdefault(hole_split(spec, actions), {"right": [], "said_yes": [], "trace_right": []})
+    c["right"].append(float(right[spans["hole"]].all()))
+    c["said_yes"].append(float(tokenizer.decode(predicted[spans["hole"]]).strip() == "yes"))
+    c["trace_right"].append(float(right[spans["trace"]].all()))
   out = {"bench": "hole_verdict_probe", "checkpoint": args.checkpoint, "examples": len(examples)}
   for split, c in counts.items():
     n, k = len(c["right"]), int(sum(c["right"]))

@@ -55,7 +55,8 @@ def rate(runs: list[dict], levels: list[str], num_samples: int) -> dict:
 
 def paired_difference(rl: list[dict], sft: list[dict], levels: list[str], num_samples: int) -> dict:
   """RL minus SFT: per SFT seed and map, then the bootstrap over both (row k of ``rl`` started from row k of ``sft``)."""
-  diff = {level: outcomes(rl, [level])[level] - outcomes(sft, [level])[level] for level in levels}
+  rl_out, sft_out = outcomes(rl, levels), outcomes(sft, levels)
+  diff = {level: rl_out[level] - sft_out[level] for level in levels}
   reps = stats.bootstrap_means({"diff": diff}, num_samples=num_samples)["diff"]
   return {"difference": stats.point_mean(diff), "ci95": stats.percentile_interval(reps)}
 

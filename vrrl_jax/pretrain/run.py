@@ -79,21 +79,38 @@ def held_out_rows(exp, config) -> list[HeldOutRow]:
     spec = maps.parse_spec(entry["metadata"], require_reachable=True)
     by_level.setdefault(spec.level, []).append(spec)
   rng = np.random.default_rng([int(config.seed), PRETRAIN_TAG, 0])
-  tokenizer = exp.processor.tokenizer
   out = []
   for level in sorted(by_level):
     for spec in by_level[level][: int(config.pretrain.eval_maps_per_level)]:
       for task in task_weights(config):
-        example = tasks_lib.make_example(task, spec, rng, config.pretrain.style)
-        row = conversation.encode_conversation(exp.processor, example.messages())
-        enc = tokenizer(example.answer, return_offsets_mapping=True, add_special_tokens=False)
-        answer_ids = np.asarray(enc["input_ids"], np.int64)
-        if not np.array_equal(row.input_ids[row.assistant_mask > 0][:-1], answer_ids):
-          raise ValueError(f"held-out {task} answer tokens differ from the conversation's assistant tokens")
-        out.append(
-          HeldOutRow(spec, example, row, answer_ids, tasks_lib.unit_token_spans(enc["offset_mapping"], example.units))
-        )
+        out.append(held_out_row(exp, spec, tasks_lib.make_example(task, spec, rng, config.pretrain.style)))
   return out
+
+
+def held_out_row(exp, spec: maps.MapSpec, example: tasks_lib.Example) -> HeldOutRow:
+  """``example`` encoded for scoring: its answer tokens (checked against the conversation's) and its units' tokens."""
+  row = conversation.encode_conversation(exp.processor, example.messages())
+  enc = exp.processor.tokenizer(example.answer, return_offsets_mapping=True, add_special_tokens=False)
+  answer_ids = np.asarray(enc["input_ids"], np.int64)
+  if not np.array_equal(row.input_ids[row.assistant_mask > 0][:-1], answer_ids):
+    raise ValueError(f"held-out {example.task} answer tokens differ from the conversation's assistant tokens")
+  return HeldOutRow(spec, example, row, answer_ids, tasks_lib.unit_token_spans(enc["offset_mapping"], example.units))
+
+
+def teacher_forced(exp, config, predict, params, held_out: list[HeldOutRow]):
+  """Yields ``(row, right, predicted)`` per row: whether each answer token is predicted right under teacher forcing,
+  and the predicted answer tokens."""
+  batch = int(config.pretrain.eval_batch_size)
+  for start in range(0, len(held_out), batch):
+    chunk = held_out[start : start + batch]
+    sb = trainer.sft_batch(
+      exp, [h.row for h in chunk], batch, 1, int(config.pretrain.min_length), int(config.pretrain.min_patches)
+    )
+    pred = np.asarray(predict(params, sb.inputs))[0]
+    targets, mask = np.asarray(sb.targets)[0], np.asarray(sb.loss_mask)[0]
+    for i, h in enumerate(chunk):
+      positions = np.nonzero(mask[i] > 0)[0][: len(h.answer_ids)]  # the answer, before <|im_end|>
+      yield h, pred[i, positions] == targets[i, positions], pred[i, positions]
 
 
 def make_predict_fn(model, mesh, rules, param_shardings):
@@ -111,27 +128,17 @@ def make_predict_fn(model, mesh, rules, param_shardings):
 
 def evaluate(exp, config, predict, params, held_out: list[HeldOutRow], gallery_path: pathlib.Path | None = None):
   """Held-out accuracy: per task and unit kind, per task exact (every answer token right), map exact per level."""
-  batch = int(config.pretrain.eval_batch_size)
   correct_units: dict[str, list[float]] = {}
   predictions = []
-  for start in range(0, len(held_out), batch):
-    chunk = held_out[start : start + batch]
-    sb = trainer.sft_batch(
-      exp, [h.row for h in chunk], batch, 1, int(config.pretrain.min_length), int(config.pretrain.min_patches)
-    )
-    pred = np.asarray(predict(params, sb.inputs))[0]
-    targets, mask = np.asarray(sb.targets)[0], np.asarray(sb.loss_mask)[0]
-    for i, h in enumerate(chunk):
-      positions = np.nonzero(mask[i] > 0)[0][: len(h.answer_ids)]  # the answer, before <|im_end|>
-      right = pred[i, positions] == targets[i, positions]
-      task = h.example.task
-      for (kind, _, _), idx in zip(h.example.units, h.unit_tokens):
-        correct_units.setdefault(f"{task}/{kind}", []).append(float(right[idx].all()))
-      exact = float(right.all())
-      correct_units.setdefault(f"{task}/exact", []).append(exact)
-      if task == "map":
-        correct_units.setdefault(f"map/exact_L{h.spec.level}", []).append(exact)
-      predictions.append((h, exact, exp.processor.tokenizer.decode(pred[i, positions])))
+  for h, right, predicted in teacher_forced(exp, config, predict, params, held_out):
+    task = h.example.task
+    for (kind, _, _), idx in zip(h.example.units, h.unit_tokens):
+      correct_units.setdefault(f"{task}/{kind}", []).append(float(right[idx].all()))
+    exact = float(right.all())
+    correct_units.setdefault(f"{task}/exact", []).append(exact)
+    if task == "map":
+      correct_units.setdefault(f"map/exact_L{h.spec.level}", []).append(exact)
+    predictions.append((h, exact, exp.processor.tokenizer.decode(predicted)))
   metrics = {f"heldout/{k}": float(np.mean(v)) for k, v in sorted(correct_units.items())}
   if gallery_path is not None and jax.process_index() == 0:
     episodes = [

@@ -230,3 +230,17 @@ def test_sft_lr_is_constant_after_warmup_or_a_cosine_to_zero_at_the_last_sft_ste
     else:
       want = 3e-3
     assert float(schedule(n)) == pytest.approx(want, rel=1e-5, abs=1e-9), n
+
+
+def test_eval_cli_applies_config_overrides_and_refuses_bad_ones(tmp_path):
+  """`python -m vrrl_jax.eval` takes --config.key=value as training does: an override reaches the startup check (a
+  valid config made invalid by it is refused, naming the field), and a key the config lacks is named."""
+  from vrrl_jax import eval as eval_lib
+
+  common = ["--config", str(REPO / "configs" / "frozenlake_tiny_cpu.py"), "--checkpoint", str(tmp_path)]
+  common += ["--out", str(tmp_path / "eval")]
+  with pytest.raises(SystemExit, match=r"bad config: config\.eval\.max_turns"):
+    eval_lib.main([*common, "--config.eval.max_turns=0"])
+  with pytest.raises(SystemExit, match=r"bad config: .*config has no field 'eval\.nope'"):
+    eval_lib.main([*common, "--config.eval.nope=3"])
+  assert not (tmp_path / "eval").exists()

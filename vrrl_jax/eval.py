@@ -195,13 +195,14 @@ def main(argv=None) -> None:
   )
   parser.add_argument("--out", required=True)
   parser.add_argument("--step", type=int, default=None, help="a training checkpoint's step (default: the newest)")
-  args = parser.parse_args(argv)
+  # The rest: --config.key=value overrides, as the training run takes them (e.g. --config.eval.maps_per_level=250).
+  args, overrides = parser.parse_known_args(argv)
   experiment.setup_console()
   experiment.enable_compilation_cache()
-  config = experiment.load_config(args.config)
   try:
+    config = experiment.load_config(args.config, overrides)
     run_config.validate(config)
-  except run_config.ConfigError as e:
+  except ValueError as e:  # ConfigError is a ValueError
     raise SystemExit(f"bad config: {e}") from None
   params = load_params(config, args.checkpoint, args.step)
   exp = experiment.build(config)

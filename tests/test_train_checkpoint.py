@@ -55,6 +55,7 @@ def test_corrupt_latest_falls_back_to_previous(tmp_path, caplog):
   assert step == 1 and host == {"step": 1}
   jax.tree.map(np.testing.assert_array_equal, state, _state(1))
   assert "checkpoint step 2" in caplog.text and "unreadable" in caplog.text
+  ckpt.close()
 
 
 def test_all_corrupt_raises_naming_each_step(tmp_path):
@@ -67,10 +68,13 @@ def test_all_corrupt_raises_naming_each_step(tmp_path):
   )
   with pytest.raises(CheckpointError, match="checkpoint step 1"):
     ckpt.restore_latest(wrong)
+  ckpt.close()  # not left to the garbage collector: orbax's closing then hits a closed event loop (a warning)
 
 
 def test_empty_directory_restores_nothing(tmp_path):
-  assert TrainCheckpointer(tmp_path / "none", save_every=1, keep=1).restore_latest(_abstract(_state(0))) is None
+  ckpt = TrainCheckpointer(tmp_path / "none", save_every=1, keep=1)
+  assert ckpt.restore_latest(_abstract(_state(0))) is None
+  ckpt.close()
 
 
 def test_bad_options():

@@ -54,6 +54,8 @@ BAD_VALUES = [
   ("sft.steps", -5, r"config\.sft\.steps=-5: must be an int >= 0"),
   ("sft.learning_rate", float("nan"), r"config\.sft\.learning_rate=nan: must be a finite number"),
   ("sft.micro_batches", 3, r"config\.sft\.micro_batches=3: must divide sft\.batch_size=16"),
+  ("sft.batch_size", 4, r"config\.sft\.batch_size=4: 4 rows .* data x fsdp = 8 devices; make it a multiple of 8"),
+  ("sft.micro_batches", 4, r"config\.sft\.batch_size=16: 4 rows .* a multiple of 32"),
   ("sft.wrong_route_loss", "no", r"config\.sft\.wrong_route_loss='no': must be True or False"),
   ("sft.cosine_decay", 1, r"config\.sft\.cosine_decay=1: must be True or False"),
   ("sft.min_length", 0, r"config\.sft\.min_length: config min_length must be a positive int"),

@@ -333,7 +333,7 @@ def validate(config) -> None:
   require_keys(config, "eval", EVAL_KEYS + tuple(the_task.EVAL_KEYS))
   max_len = require_int(config, "max_sequence_len", 16)
 
-  check_model_side(config)
+  mesh = check_model_side(config)
 
   # Data and optimizer.
   with reading("data"):
@@ -354,6 +354,12 @@ def validate(config) -> None:
   micro = require_int(config, "sft.micro_batches", 1)
   if batch % micro:
     raise ConfigError(f"config.sft.micro_batches={micro}: must divide sft.batch_size={batch}")
+  shards = mesh.shape["data"] * mesh.shape["fsdp"]  # the rows of a micro-batch are split over both (RL pads its own)
+  if (batch // micro) % shards:
+    raise ConfigError(
+      f"config.sft.batch_size={batch}: {batch // micro} rows per micro-batch cannot be split over the mesh's "
+      f"data x fsdp = {shards} devices; make it a multiple of {micro * shards}"
+    )
   require_bool(config, "sft.wrong_route_loss")
   require_bool(config, "sft.cosine_decay")
   for name, default in (("min_length", batching.MIN_LENGTH), ("min_patches", batching.MIN_PATCHES)):

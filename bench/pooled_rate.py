@@ -51,9 +51,9 @@ def main() -> None:
   parser.add_argument("runs", nargs="+", type=pathlib.Path)
   args = parser.parse_args()
   runs = [outcomes(p) for p in args.runs]
+  first = {level: len(v) for level, v in runs[0].items()}
   for path, run in zip(args.runs, runs):
     shapes = {level: len(v) for level, v in run.items()}
-    first = {level: len(v) for level, v in runs[0].items()}
     if shapes != first:
       raise SystemExit(f"{path}: maps per level {shapes}, but {args.runs[0]} has {first}")
   print(json.dumps({"bench": "pooled_rate", "runs": [str(p) for p in args.runs], **summary(runs)}))

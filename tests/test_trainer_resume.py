@@ -1,5 +1,5 @@
 """SFT killed mid-phase and resumed repeats the uninterrupted run: the optimizer state comes back from the
-checkpoint, and each step's batch is drawn from (seed, step) alone, also when the loop builds it a step ahead."""
+checkpoint, and each step's batch is drawn from (seed, step) alone."""
 
 import pathlib
 import shutil
@@ -33,4 +33,4 @@ def test_sft_resumed_mid_phase_repeats_the_uninterrupted_run(tmp_path):
 
   expected = sft_losses(straight)
   assert [s for s, _ in expected] == [1, 2, 3, 4]
-  assert sft_losses(crashed) == expected  # bit for bit: same programs, same inputs, one CPU device
+  assert sft_losses(crashed) == expected  # bit for bit: same programs, same inputs, same devices
